@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+// segd: instance segmentation for Linux. Targets and their one-way dependencies are
+// described in DESIGN.md; each C library enters through its own system-library module.
+import PackageDescription
+
+let package = Package(
+    name: "segd",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "segd", targets: ["segd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL",
+                       providers: [.apt(["libdnnl-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG",
+                       providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CSPNG", path: "Sources/CSPNG",
+                       providers: [.apt(["libspng-dev"])]),
+        .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
+                       providers: [.apt(["libfreetype-dev"])]),
+        .systemLibrary(name: "CInotifyTools", path: "Sources/CInotifyTools",
+                       providers: [.apt(["libinotifytools0-dev"])]),
+
+        .target(name: "Tensor", dependencies: ["CDNNL"]),
+        .target(name: "MaskRCNN", dependencies: ["Tensor"]),
+        .target(name: "Imaging", dependencies: ["CTurboJPEG", "CSPNG", "CFreeType"]),
+        .target(name: "Results", dependencies: ["MaskRCNN", "Imaging"]),
+        .target(name: "Pipeline", dependencies: [
+            "MaskRCNN", "Imaging", "Results", "CInotifyTools",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "segd", dependencies: [
+            "Pipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        .testTarget(name: "MaskRCNNTests", dependencies: ["MaskRCNN"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
+        .testTarget(name: "ResultsTests", dependencies: ["Results"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
+    ]
+)

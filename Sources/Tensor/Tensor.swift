@@ -1,0 +1,1 @@
+// Tensor: see DESIGN.md.

@@ -1,0 +1,2 @@
+// segd CLI (see DESIGN.md).
+print("segd")
