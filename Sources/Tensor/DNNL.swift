@@ -1,0 +1,231 @@
+// The oneDNN engine, streams and the one place where oneDNN status codes are checked.
+import CDNNL
+import Foundation
+
+/// Errors of the Tensor module, with the operation and shapes a user needs to report a bug.
+public enum TensorError: Error, CustomStringConvertible {
+    case dnnl(status: dnnl_status_t, call: String, context: String)
+    case shapeMismatch(op: String, expected: [Int], got: [Int])
+    case invalidArgument(op: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .dnnl(status, call, context):
+            return "oneDNN \(call) failed (\(Self.name(status)))\(context.isEmpty ? "" : " for \(context)")"
+        case let .shapeMismatch(op, expected, got):
+            return "\(op): expected shape \(expected), got \(got)"
+        case let .invalidArgument(op, reason):
+            return "\(op): \(reason)"
+        }
+    }
+
+    static func name(_ s: dnnl_status_t) -> String {
+        switch s {
+        case dnnl_out_of_memory: return "out of memory"
+        case dnnl_invalid_arguments: return "invalid arguments"
+        case dnnl_unimplemented: return "unimplemented"
+        case dnnl_iterator_ends: return "iterator ends"
+        case dnnl_runtime_error: return "runtime error"
+        case dnnl_not_required: return "not required"
+        default: return "status \(s.rawValue)"
+        }
+    }
+}
+
+/// Checks a oneDNN return code; every oneDNN call in segd goes through here.
+@inline(__always)
+func check(_ status: dnnl_status_t, _ call: @autoclosure () -> String, _ context: @autoclosure () -> String = "") throws {
+    if status != dnnl_success {
+        throw TensorError.dnnl(status: status, call: call(), context: context())
+    }
+}
+
+/// The CPU engine and a pool of streams. oneDNN streams must not be used by two threads
+/// at once, while pipeline stages run on their own queues, so each execution borrows a
+/// stream from the pool (there are at most as many as threads that ever ran a primitive).
+public final class Engine: @unchecked Sendable {
+    public static let shared: Engine = {
+        do { return try Engine() } catch { fatalError("cannot create the oneDNN CPU engine: \(error)") }
+    }()
+
+    let handle: dnnl_engine_t
+    private var freeStreams: [dnnl_stream_t] = []
+    private let lock = NSLock()
+
+    private init() throws {
+        var e: dnnl_engine_t?
+        try check(dnnl_engine_create(&e, dnnl_cpu, 0), "dnnl_engine_create")
+        handle = e!
+    }
+
+    deinit {
+        for s in freeStreams { dnnl_stream_destroy(s) }
+        dnnl_engine_destroy(handle)
+    }
+
+    func withStream<R>(_ body: (dnnl_stream_t) throws -> R) throws -> R {
+        lock.lock()
+        var stream = freeStreams.popLast()
+        lock.unlock()
+        if stream == nil {
+            var s: dnnl_stream_t?
+            try check(dnnl_stream_create(&s, handle, dnnl_stream_default_flags.rawValue), "dnnl_stream_create")
+            stream = s
+        }
+        defer {
+            lock.lock()
+            freeStreams.append(stream!)
+            lock.unlock()
+        }
+        return try body(stream!)
+    }
+}
+
+/// A created primitive and its descriptor (both freed together).
+final class Primitive: @unchecked Sendable {
+    let pd: dnnl_primitive_desc_t
+    let primitive: dnnl_primitive_t
+
+    /// Takes ownership of `pd`.
+    init(pd: dnnl_primitive_desc_t, what: String) throws {
+        var p: dnnl_primitive_t?
+        let status = dnnl_primitive_create(&p, pd)
+        if status != dnnl_success {
+            dnnl_primitive_desc_destroy(pd)
+            throw TensorError.dnnl(status: status, call: "dnnl_primitive_create", context: what)
+        }
+        self.pd = pd
+        self.primitive = p!
+    }
+
+    /// Creates the descriptor from an op descriptor (any `dnnl_*_desc_t`), then the primitive.
+    static func make<D>(_ desc: D, attr: Attr?, what: String) throws -> Primitive {
+        var desc = desc
+        var pd: dnnl_primitive_desc_t?
+        try withUnsafePointer(to: &desc) { p in
+            try check(dnnl_primitive_desc_create(&pd, p, attr?.handle, Engine.shared.handle, nil),
+                      "dnnl_primitive_desc_create", what)
+        }
+        return try Primitive(pd: pd!, what: what)
+    }
+
+    deinit {
+        dnnl_primitive_destroy(primitive)
+        dnnl_primitive_desc_destroy(pd)
+    }
+
+    func md(_ what: dnnl_query_t, _ index: Int32 = 0) -> dnnl_memory_desc_t {
+        dnnl_primitive_desc_query_md(pd, what, index)!.pointee
+    }
+
+    /// Runs the primitive on (argument, tensor) pairs and waits for it.
+    func execute(_ args: [(Int32, Tensor)]) throws {
+        var memories: [dnnl_memory_t?] = []
+        memories.reserveCapacity(args.count)
+        defer { for m in memories { dnnl_memory_destroy(m) } }
+        var execArgs: [dnnl_exec_arg_t] = []
+        for (arg, t) in args {
+            var m: dnnl_memory_t?
+            var d = t.desc
+            try check(dnnl_memory_create(&m, &d, Engine.shared.handle, t.data), "dnnl_memory_create")
+            memories.append(m)
+            execArgs.append(dnnl_exec_arg_t(arg: arg, memory: m))
+        }
+        try Engine.shared.withStream { stream in
+            try check(dnnl_primitive_execute(primitive, stream, Int32(execArgs.count), execArgs), "dnnl_primitive_execute")
+            try check(dnnl_stream_wait(stream), "dnnl_stream_wait")
+        }
+    }
+}
+
+/// Memory descriptor helpers.
+enum MD {
+    static func dims(_ shape: [Int]) -> [dnnl_dim_t] {
+        var d = [dnnl_dim_t](repeating: 0, count: Int(DNNL_MAX_NDIMS))
+        for (i, v) in shape.enumerated() { d[i] = dnnl_dim_t(v) }
+        return d
+    }
+
+    static func make(_ shape: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
+        var md = dnnl_memory_desc_t()
+        try check(dnnl_memory_desc_init_by_tag(&md, Int32(shape.count), dims(shape), dnnl_f32, tag),
+                  "dnnl_memory_desc_init_by_tag", "shape \(shape)")
+        return md
+    }
+
+    static func plainTag(_ rank: Int) -> dnnl_format_tag_t {
+        switch rank {
+        case 1: return dnnl_a
+        case 2: return dnnl_ab
+        case 3: return dnnl_abc
+        case 4: return dnnl_abcd
+        case 5: return dnnl_abcde
+        default: return dnnl_a
+        }
+    }
+
+    static func any(_ shape: [Int]) throws -> dnnl_memory_desc_t { try make(shape, dnnl_format_tag_any) }
+
+    static func equal(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t) -> Bool {
+        var a = a, b = b
+        return dnnl_memory_desc_equal(&a, &b) != 0
+    }
+
+    static func size(_ md: dnnl_memory_desc_t) -> Int {
+        var m = md
+        return dnnl_memory_desc_get_size(&m)
+    }
+
+    /// A hashable identity of a memory descriptor (dims + layout), for primitive caches.
+    static func key(_ md: dnnl_memory_desc_t) -> [Int] {
+        var k: [Int] = [Int(md.ndims), Int(md.format_kind.rawValue)]
+        withUnsafeBytes(of: md.dims) { b in
+            let p = b.bindMemory(to: dnnl_dim_t.self)
+            for i in 0..<Int(md.ndims) { k.append(Int(p[i])) }
+        }
+        if md.format_kind == dnnl_blocked {
+            let blk = md.format_desc.blocking
+            withUnsafeBytes(of: blk.strides) { b in
+                let p = b.bindMemory(to: dnnl_dim_t.self)
+                for i in 0..<Int(md.ndims) { k.append(Int(p[i])) }
+            }
+            k.append(Int(blk.inner_nblks))
+            withUnsafeBytes(of: blk.inner_blks) { b in
+                let p = b.bindMemory(to: dnnl_dim_t.self)
+                for i in 0..<Int(blk.inner_nblks) { k.append(Int(p[i])) }
+            }
+            withUnsafeBytes(of: blk.inner_idxs) { b in
+                let p = b.bindMemory(to: dnnl_dim_t.self)
+                for i in 0..<Int(blk.inner_nblks) { k.append(Int(p[i])) }
+            }
+        }
+        return k
+    }
+}
+
+/// Owns a primitive attribute (post-ops), freed on deinit.
+final class Attr {
+    let handle: dnnl_primitive_attr_t
+
+    init(sum: Bool = false, relu: Bool = false) throws {
+        var a: dnnl_primitive_attr_t?
+        try check(dnnl_primitive_attr_create(&a), "dnnl_primitive_attr_create")
+        handle = a!
+        if sum || relu {
+            var po: dnnl_post_ops_t?
+            try check(dnnl_post_ops_create(&po), "dnnl_post_ops_create")
+            defer { dnnl_post_ops_destroy(po) }
+            if sum { try check(dnnl_post_ops_append_sum(po, 1.0), "dnnl_post_ops_append_sum") }
+            if relu { try check(dnnl_post_ops_append_eltwise(po, 1.0, dnnl_eltwise_relu, 0, 0), "dnnl_post_ops_append_eltwise") }
+            try check(dnnl_primitive_attr_set_post_ops(handle, po), "dnnl_primitive_attr_set_post_ops")
+        }
+    }
+
+    deinit { dnnl_primitive_attr_destroy(handle) }
+}
+
+/// Calls `body` with a pointer to `value`, or nil when there is none (optional C arguments).
+func withOptionalPointer<T, R>(to value: T?, _ body: (UnsafePointer<T>?) throws -> R) rethrows -> R {
+    guard var v = value else { return try body(nil) }
+    return try withUnsafePointer(to: &v) { try body($0) }
+}

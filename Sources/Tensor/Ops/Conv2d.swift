@@ -1,0 +1,157 @@
+// Conv2d and ConvTranspose2d on oneDNN, with bias, ReLU and a residual add fused as
+// post-ops. Activations: N×C×H×W in whatever layout oneDNN prefers (format `any`), so a
+// chain of convolutions runs without reorders between layers.
+import CDNNL
+
+/// Geometry of a 2-D convolution, PyTorch's parameter names.
+public struct ConvGeometry: Hashable, Sendable {
+    public var inChannels: Int
+    public var outChannels: Int
+    public var kernel: Int
+    public var stride: Int = 1
+    public var padding: Int = 0
+    public var dilation: Int = 1
+    public var groups: Int = 1
+
+    public init(inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+                dilation: Int = 1, groups: Int = 1) {
+        self.inChannels = inChannels
+        self.outChannels = outChannels
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+    }
+
+    /// ⌊(W + 2P − D(F−1) − 1)/S⌋ + 1, PyTorch's Conv2d output size.
+    public func outputSize(_ w: Int) -> Int { (w + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1 }
+    /// (W − 1)S − 2P + D(F−1) + 1, PyTorch's ConvTranspose2d output size (output_padding 0).
+    public func transposedOutputSize(_ w: Int) -> Int { (w - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1 }
+}
+
+/// One created convolution for one input layout: the primitive, the weights reordered
+/// to the layout it wants, and its output layout.
+final class ConvPlan: @unchecked Sendable {
+    let primitive: Primitive
+    let srcDesc: dnnl_memory_desc_t
+    let dstDesc: dnnl_memory_desc_t
+    let weights: Tensor
+    let outShape: [Int]
+
+    init(primitive: Primitive, weights: Tensor, outShape: [Int]) {
+        self.primitive = primitive
+        srcDesc = primitive.md(dnnl_query_src_md)
+        dstDesc = primitive.md(dnnl_query_dst_md)
+        self.weights = weights
+        self.outShape = outShape
+    }
+}
+
+/// A convolution layer (or a transposed one) with its post-ops fixed at construction.
+/// Primitives are created on first use for each input shape and cached: a model runs with
+/// no primitive creation after its first image of a given size.
+public final class Conv2d: @unchecked Sendable {
+    public let geometry: ConvGeometry
+    public let transposed: Bool
+    public let relu: Bool
+    /// PyTorch layout: O×(I/G)×K×K for Conv2d, I×(O/G)×K×K for ConvTranspose2d.
+    let weight: Tensor
+    let bias: Tensor?
+    private let plans = PrimitiveCache<ConvPlan>()
+
+    /// - Parameters:
+    ///   - weight: values in PyTorch's layout for the layer kind.
+    ///   - relu: apply ReLU after the bias (and after the residual add, when given).
+    public init(_ g: ConvGeometry, weight: [Float], bias: [Float]?, relu: Bool = false, transposed: Bool = false) throws {
+        let expected = transposed
+            ? g.inChannels * (g.outChannels / g.groups) * g.kernel * g.kernel
+            : g.outChannels * (g.inChannels / g.groups) * g.kernel * g.kernel
+        guard weight.count == expected else {
+            throw TensorError.invalidArgument(op: "Conv2d", reason: "\(weight.count) weights for \(g), expected \(expected)")
+        }
+        if let bias, bias.count != g.outChannels {
+            throw TensorError.invalidArgument(op: "Conv2d", reason: "\(bias.count) biases for \(g.outChannels) output channels")
+        }
+        geometry = g
+        self.transposed = transposed
+        self.relu = relu
+        let wshape = g.groups == 1
+            ? [g.outChannels, g.inChannels, g.kernel, g.kernel]
+            : [g.groups, g.outChannels / g.groups, g.inChannels / g.groups, g.kernel, g.kernel]
+        // PyTorch's ConvTranspose2d weight (I, O/G, K, K) is oneDNN's (O, I, K, K) stored iohw.
+        let tag: dnnl_format_tag_t = transposed ? (g.groups == 1 ? dnnl_iohw : dnnl_giohw) : (g.groups == 1 ? dnnl_oihw : dnnl_goihw)
+        let w = Tensor(desc: try MD.make(wshape, tag), shape: wshape)
+        weight.withUnsafeBytes { w.data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        self.weight = w
+        self.bias = bias.map { Tensor(shape: [g.outChannels], values: $0) }
+    }
+
+    public func outputShape(_ inShape: [Int]) -> [Int] {
+        let g = geometry
+        return transposed
+            ? [inShape[0], g.outChannels, g.transposedOutputSize(inShape[2]), g.transposedOutputSize(inShape[3])]
+            : [inShape[0], g.outChannels, g.outputSize(inShape[2]), g.outputSize(inShape[3])]
+    }
+
+    private func plan(for x: Tensor, sum: Bool) throws -> ConvPlan {
+        try plans.get(MD.key(x.desc) + [sum ? 1 : 0]) {
+            let g = geometry
+            let outShape = outputShape(x.shape)
+            var src = try MD.any(x.shape)
+            var wei = try MD.any(weight.shape)
+            var dst = try MD.any(outShape)
+            let strides = MD.dims([g.stride, g.stride])
+            let dil = MD.dims([g.dilation - 1, g.dilation - 1])
+            let pad = MD.dims([g.padding, g.padding])
+            let attr = try Attr(sum: sum, relu: relu)
+            let what = "\(transposed ? "ConvTranspose2d" : "Conv2d") \(g) on \(x.shape)"
+            let prim: Primitive
+            if transposed {
+                var d = dnnl_deconvolution_desc_t()
+                try withOptionalPointer(to: bias?.desc) { b in
+                    try check(dnnl_dilated_deconvolution_forward_desc_init(
+                        &d, dnnl_forward_inference, dnnl_deconvolution_direct, &src, &wei,
+                        b, &dst, strides, dil, pad, pad), "dnnl_dilated_deconvolution_forward_desc_init", what)
+                }
+                prim = try Primitive.make(d, attr: attr, what: what)
+            } else {
+                var d = dnnl_convolution_desc_t()
+                try withOptionalPointer(to: bias?.desc) { b in
+                    try check(dnnl_dilated_convolution_forward_desc_init(
+                        &d, dnnl_forward_inference, dnnl_convolution_direct, &src, &wei,
+                        b, &dst, strides, dil, pad, pad), "dnnl_dilated_convolution_forward_desc_init", what)
+                }
+                prim = try Primitive.make(d, attr: attr, what: what)
+            }
+            let w = try weight.reordered(to: prim.md(dnnl_query_weights_md))
+            return ConvPlan(primitive: prim, weights: w, outShape: outShape)
+        }
+    }
+
+    /// y = conv(x) + bias [+ residual] [then ReLU].
+    /// - Parameter residual: N×O×H'×W'; when given, it is added (oneDNN sum post-op) and its
+    ///   storage is reused for the result when its layout already matches, so the caller
+    ///   must not read `residual` afterwards.
+    public func callAsFunction(_ x: Tensor, adding residual: Tensor? = nil) throws -> Tensor {
+        let g = geometry
+        guard x.shape.count == 4, x.shape[1] == g.inChannels else {
+            throw TensorError.shapeMismatch(op: "Conv2d \(g)", expected: [-1, g.inChannels, -1, -1], got: x.shape)
+        }
+        let p = try plan(for: x, sum: residual != nil)
+        let src = try x.reordered(to: p.srcDesc)
+        let dst: Tensor
+        if let residual {
+            guard residual.shape == p.outShape else {
+                throw TensorError.shapeMismatch(op: "Conv2d residual", expected: p.outShape, got: residual.shape)
+            }
+            dst = MD.equal(residual.desc, p.dstDesc) ? residual : try residual.copy(to: p.dstDesc)
+        } else {
+            dst = Tensor(desc: p.dstDesc, shape: p.outShape)
+        }
+        var args: [(Int32, Tensor)] = [(DNNL_ARG_SRC, src), (DNNL_ARG_WEIGHTS, p.weights), (DNNL_ARG_DST, dst)]
+        if let bias { args.append((DNNL_ARG_BIAS, bias)) }
+        try p.primitive.execute(args)
+        return dst
+    }
+}
