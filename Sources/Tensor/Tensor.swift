@@ -59,9 +59,7 @@ public final class Tensor: @unchecked Sendable {
     public var count: Int { shape.reduce(1, *) }
 
     /// Whether the layout is the plain row-major one that Swift kernels index directly.
-    public var isPlain: Bool {
-        MD.equal(desc, try! MD.make(shape, MD.plainTag(shape.count)))
-    }
+    public var isPlain: Bool { MD.equal(desc, try! MD.make(shape, MD.plainTag(shape.count))) }
 
     /// Elements of a plain tensor.
     public var floats: UnsafeMutableBufferPointer<Float> {
@@ -90,7 +88,13 @@ public final class Tensor: @unchecked Sendable {
 
     /// The values in row-major order.
     public func toArray() throws -> [Float] {
-        Array(try plain().floats)
+        try plain().withFloats { Array($0) }
+    }
+
+    /// Calls body with the elements of a plain tensor, keeping the storage alive meanwhile
+    /// (a bare `.floats` on a temporary can outlive the tensor that owns the memory).
+    public func withFloats<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(floats) }
     }
 
     /// The same values seen with another shape of equal element count: a view sharing

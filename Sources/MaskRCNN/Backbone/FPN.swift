@@ -1,0 +1,37 @@
+// Shapes: L = 4 input levels C2..C5 → P2..P5 (+ P6 by max-pooling P5, torchvision's
+// LastLevelMaxPool), all with F channels (256 in torchvision's model).
+import Tensor
+
+public final class FPN {
+    public let outChannels: Int
+    let inner: [Conv2d]   // 1×1 laterals, per level
+    let layer: [Conv2d]   // 3×3 outputs, per level
+
+    init(_ w: WeightLoader, prefix: String, inChannels: [Int]) throws {
+        let f = try w.shape(prefix + ".inner_blocks.0.0.weight")[0]
+        outChannels = f
+        var inner: [Conv2d] = [], layer: [Conv2d] = []
+        for (i, c) in inChannels.enumerated() {
+            inner.append(try w.conv("\(prefix).inner_blocks.\(i).0", ConvGeometry(inChannels: c, outChannels: f, kernel: 1), bias: true, relu: false))
+            layer.append(try w.conv("\(prefix).layer_blocks.\(i).0", ConvGeometry(inChannels: f, outChannels: f, kernel: 3, padding: 1), bias: true, relu: false))
+        }
+        guard !w.has("\(prefix).inner_blocks.\(inChannels.count).0.weight") else {
+            throw ModelError.architecture(path: w.path, reason: "\(prefix) has more levels than the backbone returns")
+        }
+        self.inner = inner
+        self.layer = layer
+    }
+
+    /// [C2..C5] → [P2, P3, P4, P5, P6].
+    func callAsFunction(_ xs: [Tensor]) throws -> [Tensor] {
+        var lastInner = try inner[xs.count - 1](xs[xs.count - 1])
+        var results = [try layer[xs.count - 1](lastInner)]
+        for i in stride(from: xs.count - 2, through: 0, by: -1) {
+            // inner_lateral + nearest-upsampled last_inner, the add fused into the upsample.
+            lastInner = try Pooling.addUpsampledNearest(lastInner, into: inner[i](xs[i]))
+            results.insert(try layer[i](lastInner), at: 0)
+        }
+        results.append(try Pooling.maxPool2d(results.last!, kernel: 1, stride: 2, padding: 0))
+        return results
+    }
+}

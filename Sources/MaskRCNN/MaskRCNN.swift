@@ -1,0 +1,219 @@
+// Shapes: N images, Hi×Wi original sizes, hi×wi resized sizes, Hp×Wp the padded batch
+// size (multiple of 32), P2..P6 feature maps, R proposals, D detections per image.
+//
+// torchvision's MaskRCNN (GeneralizedRCNN) in eval mode, split into the stages the
+// pipeline runs on its own queues: preprocess → backbone → proposals → detect → masks →
+// postprocess. Every stage takes and returns plain values, so each can be run (and
+// checked against the reference) on its own.
+import Foundation
+import Tensor
+
+/// An RGB8 image handed to the model: row-major, 3 bytes a pixel.
+public struct ModelImage: Sendable {
+    public var width: Int
+    public var height: Int
+    public var rgb: [UInt8]
+    public init(width: Int, height: Int, rgb: [UInt8]) {
+        self.width = width
+        self.height = height
+        self.rgb = rgb
+    }
+}
+
+/// The preprocessed batch: normalized, resized, zero-padded to a multiple of 32.
+public struct ImageBatch: @unchecked Sendable {
+    /// N×3×Hp×Wp, plain.
+    public var tensor: Tensor
+    /// Resized (unpadded) (h, w) per image.
+    public var imageSizes: [(Int, Int)]
+    /// Original (H, W) per image.
+    public var originalSizes: [(Int, Int)]
+    public var paddedSize: (Int, Int) { (tensor.shape[2], tensor.shape[3]) }
+
+    public init(tensor: Tensor, imageSizes: [(Int, Int)], originalSizes: [(Int, Int)]) {
+        self.tensor = tensor
+        self.imageSizes = imageSizes
+        self.originalSizes = originalSizes
+    }
+}
+
+/// The FPN outputs P2..P6 in oneDNN's layout, and P2..P5 in the plain layout that
+/// RoIAlign reads (made once per batch, shared by the box and mask heads).
+public final class FeatureMaps: @unchecked Sendable {
+    public let levels: [Tensor]
+    private var plainCache: [Tensor]?
+    private let lock = NSLock()
+    public init(_ levels: [Tensor]) { self.levels = levels }
+
+    /// P2..P5, plain N×C×H×W.
+    public func poolerInputs() throws -> [Tensor] {
+        lock.lock()
+        defer { lock.unlock() }
+        if let p = plainCache { return p }
+        let p = try levels.prefix(4).map { try $0.plain() }
+        plainCache = p
+        return p
+    }
+}
+
+public struct ModelArchitecture: Sendable {
+    public var resnet: ResNetArchitecture
+    public var fpnChannels: Int
+    public var rpnConvs: Int
+    public var anchorsPerLocation: Int
+    public var boxRepresentationSize: Int
+    public var maskLayers: [Int]
+    public var maskDimReduced: Int
+    public var numClasses: Int
+}
+
+public final class MaskRCNN: @unchecked Sendable {
+    public private(set) var config: ModelConfig
+    public let architecture: ModelArchitecture
+    let body: ResNet
+    let fpn: FPN
+    let rpn: RPN
+    let boxHead: BoxHead
+    let maskHead: MaskHead
+
+    /// Builds the model from a state dict (torchvision key names, old or new), strictly:
+    /// every key must be used, with the shape the architecture read from the dict implies.
+    /// - Parameter frozenBNEpsilon: overrides the file's (or the 0.0 default's) ε.
+    public init(stateDict: StateDict, config base: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil) throws {
+        var config = base
+        try config.apply(metadata: stateDict.metadata, path: stateDict.path)
+        if let e = frozenBNEpsilon { config.frozenBNEpsilon = e }
+        let w = WeightLoader(stateDict.normalizedTorchvisionKeys())
+        body = try ResNet(w, prefix: "backbone.body", eps: config.frozenBNEpsilon)
+        fpn = try FPN(w, prefix: "backbone.fpn", inChannels: body.architecture.stageChannels)
+        rpn = try RPN(w, channels: fpn.outChannels, anchors: config.anchors, settings: config.rpn)
+        boxHead = try BoxHead(w, channels: fpn.outChannels, settings: config.box)
+        maskHead = try MaskHead(w, channels: fpn.outChannels, numClasses: boxHead.numClasses)
+        try w.finish()
+        if stateDict.metadata["classes"] == nil, boxHead.numClasses != config.classNames.count {
+            // A .pth carries no names: COCO's when it has 91 classes, else numbered ones.
+            config.classNames = ["__background__"] + (1..<boxHead.numClasses).map { "class\($0)" }
+        }
+        guard config.classNames.count == boxHead.numClasses else {
+            throw ModelError.architecture(path: stateDict.path, reason: "\(config.classNames.count) class names for \(boxHead.numClasses) classes")
+        }
+        self.config = config
+        architecture = ModelArchitecture(resnet: body.architecture, fpnChannels: fpn.outChannels, rpnConvs: rpn.head.convs.count,
+                                         anchorsPerLocation: rpn.head.anchorsPerLocation, boxRepresentationSize: boxHead.representationSize,
+                                         maskLayers: maskHead.layers, maskDimReduced: maskHead.dimReduced, numClasses: boxHead.numClasses)
+    }
+
+    /// Loads a weights file (.pth zip or legacy, .safetensors).
+    public convenience init(contentsOf path: String, config: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil) throws {
+        try self.init(stateDict: WeightsFile.load(path), config: config, frozenBNEpsilon: frozenBNEpsilon)
+    }
+
+    /// Thresholds that may change between runs without reloading weights.
+    public func setInferenceOptions(scoreThreshold: Float? = nil, detectionsPerImage: Int? = nil, maskThreshold: Float? = nil) {
+        if let s = scoreThreshold { config.box.scoreThreshold = s; boxHead.settings.scoreThreshold = s }
+        if let d = detectionsPerImage { config.box.detectionsPerImage = d; boxHead.settings.detectionsPerImage = d }
+        if let m = maskThreshold { config.maskThreshold = m }
+    }
+
+    // MARK: stages
+
+    /// The resized size torchvision's transform gives an H×W image:
+    /// scale = min(minSize / min(H, W), maxSize / max(H, W)) in double, size = ⌊side·scale⌋.
+    public func resizedSize(height: Int, width: Int) -> (Int, Int) {
+        let scale = min(Double(config.minSize) / Double(min(height, width)), Double(config.maxSize) / Double(max(height, width)))
+        return (Int(Double(height) * scale), Int(Double(width) * scale))
+    }
+
+    /// GeneralizedRCNNTransform: x/255, (x − mean)/std, bilinear resize, zero-pad to /32.
+    public func preprocess(_ images: [ModelImage]) throws -> ImageBatch {
+        guard !images.isEmpty else { throw ModelError.invalidInput(reason: "empty batch") }
+        for im in images where im.width < 1 || im.height < 1 || im.rgb.count != im.width * im.height * 3 {
+            throw ModelError.invalidInput(reason: "image \(im.width)×\(im.height) with \(im.rgb.count) bytes")
+        }
+        let sizes = images.map { resizedSize(height: $0.height, width: $0.width) }
+        let d = Double(config.sizeDivisible)
+        let hp = Int((Double(sizes.map(\.0).max()!) / d).rounded(.up) * d)
+        let wp = Int((Double(sizes.map(\.1).max()!) / d).rounded(.up) * d)
+        let batch = Tensor(zeros: [images.count, 3, hp, wp])
+        let out = batch.floats
+        for (n, im) in images.enumerated() {
+            let (h, w) = sizes[n]
+            let plane = im.width * im.height
+            var planar = [Float](repeating: 0, count: 3 * plane)
+            for c in 0..<3 {
+                let mean = config.imageMean[c], std = config.imageStd[c]
+                for p in 0..<plane { planar[c * plane + p] = (Float(im.rgb[3 * p + c]) / 255 - mean) / std }
+            }
+            var resized = [Float](repeating: 0, count: 3 * h * w)
+            planar.withUnsafeBufferPointer { src in
+                resized.withUnsafeMutableBufferPointer { dst in
+                    Resize.bilinear(src, channels: 3, height: im.height, width: im.width, outHeight: h, outWidth: w, into: dst)
+                }
+            }
+            for c in 0..<3 {
+                for y in 0..<h {
+                    let o = ((n * 3 + c) * hp + y) * wp
+                    for x in 0..<w { out[o + x] = resized[(c * h + y) * w + x] }
+                }
+            }
+        }
+        return ImageBatch(tensor: batch, imageSizes: sizes, originalSizes: images.map { ($0.height, $0.width) })
+    }
+
+    /// ResNet + FPN: P2..P6.
+    public func backbone(_ batch: ImageBatch) throws -> FeatureMaps {
+        FeatureMaps(try fpn(body(batch.tensor)))
+    }
+
+    /// Raw RPN head outputs per level (objectness N×A×h×w, deltas N×4A×h×w).
+    public func rpnHeadOutputs(_ features: FeatureMaps) throws -> [RPNLevelOutput] {
+        try rpn.headOutputs(features.levels)
+    }
+
+    public func proposals(_ features: FeatureMaps, _ batch: ImageBatch) throws -> [Proposals] {
+        try rpn(features.levels, imageSizes: batch.imageSizes, paddedSize: batch.paddedSize)
+    }
+
+    /// Box head logits for the given proposals (R×K, R×4K), for checking against the reference.
+    public func boxHeadLogits(_ features: FeatureMaps, _ batch: ImageBatch, proposals: [Proposals]) throws -> (classLogits: [Float], boxRegression: [Float]) {
+        try boxHead.logits(features.poolerInputs(), proposals: proposals, imageSizes: batch.imageSizes)
+    }
+
+    /// Detections per image in the resized frame.
+    public func detect(_ features: FeatureMaps, _ batch: ImageBatch, proposals: [Proposals]) throws -> [ROIDetections] {
+        try boxHead(features.poolerInputs(), proposals: proposals, imageSizes: batch.imageSizes)
+    }
+
+    /// M×M mask probabilities of each detection's class, per image.
+    public func masks(_ features: FeatureMaps, _ batch: ImageBatch, detections: [ROIDetections]) throws -> [[Float]] {
+        try maskHead(features.poolerInputs(), detections: detections, imageSizes: batch.imageSizes)
+    }
+
+    /// Boxes back to original pixels (× original/resized as float32, torchvision's
+    /// resize_boxes); masks stay M×M until `Detections.mask(_:)` pastes them.
+    public func postprocess(_ batch: ImageBatch, detections: [ROIDetections], masks: [[Float]]) -> [Detections] {
+        detections.enumerated().map { (i, d) in
+            let (h, w) = batch.imageSizes[i], (oh, ow) = batch.originalSizes[i]
+            let rh = Float(oh) / Float(h), rw = Float(ow) / Float(w)
+            var boxes = d.boxes
+            for j in 0..<d.count {
+                boxes[4 * j] *= rw
+                boxes[4 * j + 1] *= rh
+                boxes[4 * j + 2] *= rw
+                boxes[4 * j + 3] *= rh
+            }
+            return Detections(boxes: boxes, scores: d.scores, labels: d.labels, maskProbabilities: masks[i],
+                              maskSize: maskHead.maskSize, imageHeight: oh, imageWidth: ow)
+        }
+    }
+
+    /// All stages on one batch.
+    public func callAsFunction(_ images: [ModelImage]) throws -> [Detections] {
+        let batch = try preprocess(images)
+        let features = try backbone(batch)
+        let props = try proposals(features, batch)
+        let dets = try detect(features, batch, proposals: props)
+        let m = try masks(features, batch, detections: dets)
+        return postprocess(batch, detections: dets, masks: m)
+    }
+}

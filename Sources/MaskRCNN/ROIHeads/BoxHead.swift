@@ -1,0 +1,113 @@
+// Shapes: R proposals (all images of the batch together), C FPN channels, K classes
+// (background included), D ≤ detectionsPerImage detections per image.
+//
+// torchvision's TwoMLPHead (fc6, fc7 with ReLU) and FastRCNNPredictor (cls_score,
+// bbox_pred — fused into one Linear with K + 4K outputs), run on every RoI of the batch
+// at once, then postprocess_detections per image: decode with weights (10, 10, 5, 5),
+// softmax, clip, drop background, score > threshold, remove boxes < 0.01 px, batched NMS
+// per class, keep the best detectionsPerImage.
+import Tensor
+
+public struct BoxHeadSettings: Sendable {
+    public var scoreThreshold: Float = 0.05
+    public var nmsThreshold: Float = 0.5
+    public var detectionsPerImage = 100
+    public init() {}
+}
+
+/// One image's detections in the resized frame, before masks and postprocess.
+public struct ROIDetections: Sendable {
+    public var boxes: [Float]
+    public var scores: [Float]
+    public var labels: [Int]
+    public var count: Int { scores.count }
+    public init(boxes: [Float], scores: [Float], labels: [Int]) {
+        self.boxes = boxes
+        self.scores = scores
+        self.labels = labels
+    }
+}
+
+public final class BoxHead {
+    public let numClasses: Int
+    public let representationSize: Int
+    let pooler = MultiScaleROIAlign(outputSize: 7)
+    let fc6: Linear, fc7: Linear, predictor: Linear
+    let coder = BoxCoder(weights: (10, 10, 5, 5))
+    public var settings: BoxHeadSettings
+
+    init(_ w: WeightLoader, channels: Int, settings: BoxHeadSettings) throws {
+        let fc6Shape = try w.shape("roi_heads.box_head.fc6.weight")
+        let rep = fc6Shape[0]
+        guard fc6Shape.count == 2, fc6Shape[1] == channels * 49 else {
+            throw ModelError.architecture(path: w.path, reason: "roi_heads.box_head.fc6.weight has shape \(fc6Shape), expected R×\(channels * 49) for \(channels) FPN channels × 7×7")
+        }
+        representationSize = rep
+        fc6 = try w.linear("roi_heads.box_head.fc6", in: channels * 49, out: rep, relu: true)
+        fc7 = try w.linear("roi_heads.box_head.fc7", in: rep, out: rep, relu: true)
+        let k = try w.shape("roi_heads.box_predictor.cls_score.weight")[0]
+        numClasses = k
+        let cw = try w.take("roi_heads.box_predictor.cls_score.weight", [k, rep]), cb = try w.take("roi_heads.box_predictor.cls_score.bias", [k])
+        let bw = try w.take("roi_heads.box_predictor.bbox_pred.weight", [4 * k, rep]), bb = try w.take("roi_heads.box_predictor.bbox_pred.bias", [4 * k])
+        predictor = try Linear(inFeatures: rep, outFeatures: 5 * k, weight: cw + bw, bias: cb + bb)
+        self.settings = settings
+    }
+
+    /// Class logits (R×K) and box regression (R×4K) for all proposals of the batch.
+    public func logits(_ features: [Tensor], proposals: [Proposals], imageSizes: [(Int, Int)]) throws -> (classLogits: [Float], boxRegression: [Float]) {
+        let x = pooler(features, boxes: proposals.map(\.boxes), imageSizes: imageSizes)
+        let k = numClasses, r = x.shape[0]
+        var cls = [Float](repeating: 0, count: r * k), reg = [Float](repeating: 0, count: r * 4 * k)
+        try predictor(fc7(fc6(x))).withFloats { y in
+            for i in 0..<r {
+                for j in 0..<k { cls[i * k + j] = y[i * 5 * k + j] }
+                for j in 0..<(4 * k) { reg[i * 4 * k + j] = y[i * 5 * k + k + j] }
+            }
+        }
+        return (cls, reg)
+    }
+
+    public func callAsFunction(_ features: [Tensor], proposals: [Proposals], imageSizes: [(Int, Int)]) throws -> [ROIDetections] {
+        let (cls, reg) = try logits(features, proposals: proposals, imageSizes: imageSizes)
+        var offset = 0
+        return proposals.enumerated().map { (i, p) in
+            defer { offset += p.count }
+            return postprocess(cls: cls, reg: reg, first: offset, proposals: p, imageSize: imageSizes[i])
+        }
+    }
+
+    /// torchvision's postprocess_detections for the proposals [first, first + P).
+    func postprocess(cls: [Float], reg: [Float], first: Int, proposals p: Proposals, imageSize: (Int, Int)) -> ROIDetections {
+        let k = numClasses
+        let scores = cls.withUnsafeBufferPointer { c in
+            Kernels.softmaxRows(UnsafeBufferPointer(rebasing: c[(first * k)..<((first + p.count) * k)]), rows: p.count, cols: k)
+        }
+        var boxes: [Float] = [], ss: [Float] = [], labels: [Int] = []
+        var box = [Float](repeating: 0, count: 4)
+        reg.withUnsafeBufferPointer { r in
+            p.boxes.withUnsafeBufferPointer { pb in
+                for i in 0..<p.count {
+                    // Flattened as torchvision's boxes[:, 1:].reshape(-1, 4): RoI-major, class-minor.
+                    for j in 1..<k {
+                        let s = scores[i * k + j]
+                        guard s > settings.scoreThreshold else { continue }
+                        coder.decode(r.baseAddress! + (first + i) * 4 * k + 4 * j, reference: pb.baseAddress! + 4 * i, into: &box)
+                        box.withUnsafeMutableBufferPointer { BoxOps.clip($0.baseAddress!, height: imageSize.0, width: imageSize.1) }
+                        guard box.withUnsafeBufferPointer({ BoxOps.isLargeEnough($0.baseAddress!, minSize: 1e-2) }) else { continue }
+                        boxes += box
+                        ss.append(s)
+                        labels.append(j)
+                    }
+                }
+            }
+        }
+        let keep = BoxOps.batchedNMS(boxes: boxes, scores: ss, groups: labels, threshold: settings.nmsThreshold).prefix(settings.detectionsPerImage)
+        var out = ROIDetections(boxes: [], scores: [], labels: [])
+        for i in keep {
+            out.boxes += boxes[(4 * i)..<(4 * i + 4)]
+            out.scores.append(ss[i])
+            out.labels.append(labels[i])
+        }
+        return out
+    }
+}

@@ -1,0 +1,106 @@
+// Shapes: R RoIs over N images, C channels, S×S output (7 for boxes, 14 for masks),
+// levels P2..P5 (torchvision's MultiScaleRoIAlign over featmap names "0".."3").
+//
+// torchvision.ops.roi_align with aligned=False and sampling_ratio=2 (CPU kernel:
+// bilinear weights precomputed per RoI, averaged over the 2×2 samples of each bin),
+// and MultiScaleRoIAlign's LevelMapper: level = floor(4 + log2(√area / 224) + 1e-6),
+// clamped to the levels present. Parallel over RoIs.
+import Foundation
+import Tensor
+
+public struct MultiScaleROIAlign: Sendable {
+    public var outputSize: Int
+    public var samplingRatio: Int = 2
+    public init(outputSize: Int, samplingRatio: Int = 2) {
+        self.outputSize = outputSize
+        self.samplingRatio = samplingRatio
+    }
+
+    /// - Parameters:
+    ///   - features: plain N×C×Hl×Wl tensors for P2..P5.
+    ///   - boxes: per image, R_i×4 boxes in the resized frame.
+    ///   - imageSizes: resized (unpadded) sizes, used as torchvision does to infer each
+    ///     level's scale (2^round(log2(Hl / max h))).
+    /// - Returns: (ΣR_i)×C×S×S, plain.
+    public func callAsFunction(_ features: [Tensor], boxes: [[Float]], imageSizes: [(Int, Int)]) -> Tensor {
+        let c = features[0].shape[1], s = outputSize
+        let rois = boxes.enumerated().flatMap { (i, b) in (0..<(b.count / 4)).map { (i, Array(b[(4 * $0)..<(4 * $0 + 4)])) } }
+        let out = Tensor.uninitialized([rois.count, c, s, s])
+        if rois.isEmpty { return out }
+        let maxH = imageSizes.map(\.0).max()!
+        let scales: [Float] = features.map { f in
+            Float(pow(2.0, (log2(Double(f.shape[2]) / Double(maxH))).rounded(.toNearestOrEven)))
+        }
+        // LevelMapper's k_min/k_max come from the first and last scales.
+        let kMin = -log2(scales.first!), kMax = -log2(scales.last!)
+        let dst = out.floats
+        let feats = features.map { UnsafeBufferPointer($0.floats) }
+        Parallel.forEach(rois.count) { r in
+            let (img, b) = rois[r]
+            let area = (b[2] - b[0]) * (b[3] - b[1])
+            var lvl = (Float(4) + log2f(area.squareRoot() / 224) + Float(1e-6)).rounded(.down)
+            lvl = min(max(lvl, kMin), kMax)
+            let l = Int(lvl - kMin)
+            let f = features[l]
+            roiAlign(feats[l], imageOffset: img * c * f.shape[2] * f.shape[3], channels: c, height: f.shape[2], width: f.shape[3],
+                     scale: scales[l], box: b, into: dst.baseAddress! + r * c * s * s)
+        }
+        return out
+    }
+
+    private struct Tap { var pos: (Int, Int, Int, Int); var w: (Float, Float, Float, Float) }
+
+    /// One RoI, all channels: torchvision roi_align_forward_kernel_impl's arithmetic.
+    func roiAlign(_ input: UnsafeBufferPointer<Float>, imageOffset: Int, channels: Int, height: Int, width: Int,
+                  scale: Float, box: [Float], into out: UnsafeMutablePointer<Float>) {
+        let s = outputSize
+        let startW = box[0] * scale, startH = box[1] * scale
+        let endW = box[2] * scale, endH = box[3] * scale
+        let roiW = max(endW - startW, 1), roiH = max(endH - startH, 1)
+        let binH = roiH / Float(s), binW = roiW / Float(s)
+        let gridH = samplingRatio, gridW = samplingRatio
+        let count = Float(max(gridH * gridW, 1))
+        var taps: [Tap] = []
+        taps.reserveCapacity(s * s * gridH * gridW)
+        for ph in 0..<s {
+            for pw in 0..<s {
+                for iy in 0..<gridH {
+                    let yy = startH + Float(ph) * binH + Float(Double(iy) + 0.5) * binH / Float(gridH)
+                    for ix in 0..<gridW {
+                        let xx = startW + Float(pw) * binW + Float(Double(ix) + 0.5) * binW / Float(gridW)
+                        var y = yy, x = xx
+                        if y < -1.0 || y > Float(height) || x < -1.0 || x > Float(width) {
+                            taps.append(Tap(pos: (0, 0, 0, 0), w: (0, 0, 0, 0)))
+                            continue
+                        }
+                        if y <= 0 { y = 0 }
+                        if x <= 0 { x = 0 }
+                        var yLow = Int(y), xLow = Int(x)
+                        let yHigh: Int, xHigh: Int
+                        if yLow >= height - 1 { yLow = height - 1; yHigh = yLow; y = Float(yLow) } else { yHigh = yLow + 1 }
+                        if xLow >= width - 1 { xLow = width - 1; xHigh = xLow; x = Float(xLow) } else { xHigh = xLow + 1 }
+                        let ly = y - Float(yLow), lx = x - Float(xLow)
+                        let hy = 1 - ly, hx = 1 - lx
+                        taps.append(Tap(pos: (yLow * width + xLow, yLow * width + xHigh, yHigh * width + xLow, yHigh * width + xHigh),
+                                        w: (hy * hx, hy * lx, ly * hx, ly * lx)))
+                    }
+                }
+            }
+        }
+        let plane = height * width, perBin = gridH * gridW
+        for ch in 0..<channels {
+            let src = input.baseAddress! + imageOffset + ch * plane
+            let o = out + ch * s * s
+            var t = 0
+            for bin in 0..<(s * s) {
+                var v: Float = 0
+                for _ in 0..<perBin {
+                    let tap = taps[t]
+                    v += tap.w.0 * src[tap.pos.0] + tap.w.1 * src[tap.pos.1] + tap.w.2 * src[tap.pos.2] + tap.w.3 * src[tap.pos.3]
+                    t += 1
+                }
+                o[bin] = v / count
+            }
+        }
+    }
+}

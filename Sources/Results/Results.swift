@@ -1,1 +1,0 @@
-// Results: see DESIGN.md.

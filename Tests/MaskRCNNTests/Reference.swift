@@ -1,0 +1,78 @@
+// Reading the reference tensors that tools/reference/make_fixtures.py wrote from
+// torchvision, and the comparisons every stage test uses.
+import Foundation
+import MaskRCNN
+import Tensor
+import XCTest
+
+/// One fixture model: its weights and the reference output of every stage.
+struct ReferenceCase {
+    let weightsPath: String
+    let stages: StateDict
+
+    init(_ name: String) throws {
+        let dir = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(name)
+        weightsPath = dir.appendingPathComponent("weights.safetensors").path
+        stages = try WeightsFile.load(dir.appendingPathComponent("stages.safetensors").path)
+    }
+
+    func tensor(_ key: String) throws -> HostTensor {
+        guard let t = stages[key] else { throw XCTSkip("fixture has no \(key)") }
+        return t
+    }
+
+    func images() throws -> [ModelImage] {
+        var out: [ModelImage] = []
+        var i = 0
+        while let t = stages["image.\(i)"] {
+            out.append(ModelImage(width: t.shape[1], height: t.shape[0], rgb: t.values.map { UInt8($0) }))
+            i += 1
+        }
+        return out
+    }
+
+    var imageCount: Int { (try? images().count) ?? 0 }
+}
+
+/// ‖a − b‖∞ / ‖b‖∞: the error relative to the tensor's scale, which is what "relative
+/// error ≤ 1e-4" means for activations that cross zero (an elementwise relative error
+/// is undefined there).
+func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count, "sizes \(a.count) vs \(b.count)")
+    var diff: Float = 0, scale: Float = 0
+    for i in 0..<a.count {
+        diff = max(diff, abs(a[i] - b[i]))
+        scale = max(scale, abs(b[i]))
+    }
+    return scale == 0 ? diff : diff / scale
+}
+
+func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count, "sizes \(a.count) vs \(b.count)")
+    var d: Float = 0
+    for i in 0..<a.count { d = max(d, abs(a[i] - b[i])) }
+    return d
+}
+
+func assertClose(_ a: [Float], _ b: [Float], relative tol: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, "\(what): sizes", file: file, line: line)
+    guard a.count == b.count else { return }
+    let e = relativeError(a, b)
+    XCTAssertLessThanOrEqual(e, tol, "\(what): relative error \(e)", file: file, line: line)
+}
+
+/// Detections (boxes, scores, labels) equal within the stated tolerances, in order.
+func assertSameDetections(boxes: [Float], scores: [Float], labels: [Int], reference ref: (HostTensor, HostTensor, HostTensor),
+                          boxTolerance: Float = 0.01, scoreTolerance: Float = 1e-4, _ what: String,
+                          file: StaticString = #filePath, line: UInt = #line) {
+    let (rb, rs, rl) = ref
+    XCTAssertEqual(scores.count, rs.count, "\(what): number of detections", file: file, line: line)
+    guard scores.count == rs.count else { return }
+    XCTAssertEqual(labels, rl.values.map { Int($0) }, "\(what): labels in order", file: file, line: line)
+    XCTAssertLessThanOrEqual(maxAbsDiff(boxes, rb.values), boxTolerance, "\(what): boxes (px)", file: file, line: line)
+    XCTAssertLessThanOrEqual(maxAbsDiff(scores, rs.values), scoreTolerance, "\(what): scores", file: file, line: line)
+}
+
+extension HostTensor {
+    var tensor: Tensor { Tensor(shape: shape, values: values) }
+}
