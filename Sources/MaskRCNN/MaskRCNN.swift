@@ -115,6 +115,12 @@ public final class MaskRCNN: @unchecked Sendable {
         if let m = maskThreshold { config.maskThreshold = m }
     }
 
+    /// Resize targets (torchvision's min_size / max_size).
+    public func setSizes(minSize: Int?, maxSize: Int?) {
+        if let m = minSize { config.minSize = m }
+        if let m = maxSize { config.maxSize = m }
+    }
+
     // MARK: stages
 
     /// The resized size torchvision's transform gives an H×W image:

@@ -7,6 +7,7 @@
 //   convolutions have none: frozen BN's γ, β, μ, σ² are buffers, not parameters);
 // - FLOPs = 2 × multiply-adds; the box head runs on postNMSTopN proposals and the mask
 //   head on detectionsPerImage detections (the full-load case of WORKLOAD.md W1).
+import Foundation
 import Tensor
 
 public struct LayerSummary: Sendable {
@@ -28,19 +29,20 @@ public struct ModelSummary: Sendable {
     public var totalParameters: Int { layers.reduce(0) { $0 + $1.parameters } }
     public var totalFLOPs: Double { layers.reduce(0) { $0 + $1.flops } }
     public func flops(stage: String) -> Double { layers.filter { $0.stage == stage }.reduce(0) { $0 + $1.flops } }
-    public static let stages = ["backbone", "rpn", "roi_heads"]
+    public static let stages = ["backbone", "rpn", "box_head", "mask_head"]
 }
 
 extension MaskRCNN {
     /// The per-layer summary for a padded input of height×width (default: the padded size
     /// torchvision's transform gives a 1216×800 image, 800×1216).
-    public func summary(height: Int = 800, width: Int = 1216) -> ModelSummary {
+    public func summary(height: Int = 800, width: Int = 1216, proposals: Int? = nil, detections: Int? = nil) -> ModelSummary {
         var layers: [LayerSummary] = []
-        func conv(_ name: String, _ c: Conv2d, stage: String, input: [Int], bias: Bool, instances: Int = 1) -> [Int] {
+        func conv(_ name: String, _ c: Conv2d, stage: String, input: [Int], bias: Bool, instances: Int = 1, shared: Bool = false) -> [Int] {
             let g = c.geometry
             let out = c.outputShape([1] + input).dropFirst().map { $0 }
             let weights = g.kernel * g.kernel * g.inChannels / g.groups * g.outChannels
-            let params = weights + (bias ? g.outChannels : 0)
+            // A layer applied again (the RPN head on each level) adds FLOPs, not parameters.
+            let params = shared ? 0 : weights + (bias ? g.outChannels : 0)
             // Each weight is one multiply-add per output position; for a transposed conv,
             // per *input* position.
             let positions = c.transposed ? input[1] * input[2] : out[1] * out[2]
@@ -76,17 +78,60 @@ extension MaskRCNN {
         levels.append([p5[0], (p5[1] - 1) / 2 + 1, (p5[2] - 1) / 2 + 1])
         for (l, f) in levels.enumerated() {
             var y = f
-            for (i, c) in rpn.head.convs.enumerated() { y = conv("rpn.head.conv.\(i).0 [P\(l + 2)]", c, stage: "rpn", input: y, bias: true) }
-            _ = conv("rpn.head.cls_logits+bbox_pred [P\(l + 2)]", rpn.head.predictor, stage: "rpn", input: y, bias: true)
+            for (i, c) in rpn.head.convs.enumerated() { y = conv("rpn.head.conv.\(i).0 [P\(l + 2)]", c, stage: "rpn", input: y, bias: true, shared: l > 0) }
+            _ = conv("rpn.head.cls_logits+bbox_pred [P\(l + 2)]", rpn.head.predictor, stage: "rpn", input: y, bias: true, shared: l > 0)
         }
-        let r = config.rpn.postNMSTopN, d = config.box.detectionsPerImage
-        linear("roi_heads.box_head.fc6", boxHead.fc6, stage: "roi_heads", instances: r)
-        linear("roi_heads.box_head.fc7", boxHead.fc7, stage: "roi_heads", instances: r)
-        linear("roi_heads.box_predictor (cls_score+bbox_pred)", boxHead.predictor, stage: "roi_heads", instances: r)
+        let r = proposals ?? config.rpn.postNMSTopN, d = detections ?? config.box.detectionsPerImage
+        linear("roi_heads.box_head.fc6", boxHead.fc6, stage: "box_head", instances: r)
+        linear("roi_heads.box_head.fc7", boxHead.fc7, stage: "box_head", instances: r)
+        linear("roi_heads.box_predictor (cls_score+bbox_pred)", boxHead.predictor, stage: "box_head", instances: r)
         var m = [fpn.outChannels, 14, 14]
-        for (i, c) in maskHead.convs.enumerated() { m = conv("roi_heads.mask_head.\(i).0", c, stage: "roi_heads", input: m, bias: true, instances: d) }
-        m = conv("roi_heads.mask_predictor.conv5_mask", maskHead.deconv, stage: "roi_heads", input: m, bias: true, instances: d)
-        _ = conv("roi_heads.mask_predictor.mask_fcn_logits", maskHead.logits, stage: "roi_heads", input: m, bias: true, instances: d)
+        for (i, c) in maskHead.convs.enumerated() { m = conv("roi_heads.mask_head.\(i).0", c, stage: "mask_head", input: m, bias: true, instances: d) }
+        m = conv("roi_heads.mask_predictor.conv5_mask", maskHead.deconv, stage: "mask_head", input: m, bias: true, instances: d)
+        _ = conv("roi_heads.mask_predictor.mask_fcn_logits", maskHead.logits, stage: "mask_head", input: m, bias: true, instances: d)
         return ModelSummary(architecture: architecture, inputHeight: height, inputWidth: width, layers: layers)
     }
+}
+
+extension ModelSummary {
+    /// The architecture, the per-layer table and the totals, as `segd model info` prints them.
+    public func table() -> String {
+        let a = architecture
+        var s = """
+        architecture: \(a.resnet.name) (\(a.resnet.block.rawValue), blocks \(a.resnet.blocksPerStage), widths \(a.resnet.stageWidths), \
+        out channels \(a.resnet.stageChannels), stem \(a.resnet.stemChannels)), FPN \(a.fpnChannels), \
+        RPN \(a.rpnConvs) conv × \(a.anchorsPerLocation) anchors, box head \(a.boxRepresentationSize), \
+        mask head \(a.maskLayers) → \(a.maskDimReduced), \(a.numClasses) classes
+        input: 3×\(inputHeight)×\(inputWidth)
+
+        """
+        func pad(_ t: String, _ n: Int, left: Bool = false) -> String {
+            t.count >= n ? t : (left ? String(repeating: " ", count: n - t.count) + t : t + String(repeating: " ", count: n - t.count))
+        }
+        let nameWidth = max(40, layers.map(\.name.count).max() ?? 0)
+        s += pad("layer", nameWidth) + "  " + pad("kind", 24) + pad("output", 18, left: true) + pad("params", 14, left: true) + pad("GFLOP", 12, left: true) + "\n"
+        for l in layers {
+            s += pad(l.name, nameWidth) + "  " + pad(l.kind, 24) + pad(l.output.map(String.init).joined(separator: "×"), 18, left: true)
+                + pad(grouped(l.parameters), 14, left: true) + pad(String(format: "%.3f", l.flops / 1e9), 12, left: true) + "\n"
+        }
+        s += "\n"
+        for stage in Self.stages {
+            s += pad("\(stage) GFLOP", 24) + String(format: "%10.2f", flops(stage: stage) / 1e9) + "\n"
+        }
+        s += pad("heads GFLOP", 24) + String(format: "%10.2f", (flops(stage: "box_head") + flops(stage: "mask_head")) / 1e9) + "\n"
+        s += pad("total GFLOP", 24) + String(format: "%10.2f", totalFLOPs / 1e9) + "\n"
+        s += pad("total parameters", 24) + pad(grouped(totalParameters), 10, left: true) + "\n"
+        return s
+    }
+}
+
+/// 44401393 → "44,401,393" (independent of the locale).
+func grouped(_ n: Int) -> String {
+    let digits = String(n.magnitude)
+    var out = ""
+    for (i, ch) in digits.enumerated() {
+        if i > 0, (digits.count - i) % 3 == 0 { out.append(",") }
+        out.append(ch)
+    }
+    return (n < 0 ? "-" : "") + out
 }

@@ -1,0 +1,97 @@
+// `segd batch`: inputs → staged pipeline → outputs, a COCO results file, and a summary.
+import Foundation
+import Results
+
+public struct BatchSummary: Sendable {
+    public var images = 0
+    public var succeeded = 0
+    public var skipped = 0
+    public var failures: [(path: String, reason: String)] = []
+    public var instancesPerClass: [String: Int] = [:]
+    public var seconds: Double = 0
+    public var imagesPerSecond: Double { seconds > 0 ? Double(succeeded + failures.count) / seconds : 0 }
+
+    public func report() -> String {
+        var s = "images \(images): \(succeeded) done, \(failures.count) failed, \(skipped) skipped"
+        s += String(format: "; %.2f s, %.3f images/s\n", seconds, imagesPerSecond)
+        if !instancesPerClass.isEmpty {
+            s += "instances: " + instancesPerClass.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }
+                .map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n"
+        }
+        for f in failures { s += "failed: \(f.path): \(f.reason)\n" }
+        return s
+    }
+}
+
+public final class BatchRun: @unchecked Sendable {
+    public let inputs: [InputFile]
+    public let options: PipelineOptions
+    public let skipExisting: Bool
+    private let lock = NSLock()
+    private var summary = BatchSummary()
+    private var done = 0
+
+    public init(inputs: [InputFile], options: PipelineOptions, skipExisting: Bool = false) {
+        self.inputs = inputs
+        self.options = options
+        self.skipExisting = skipExisting
+    }
+
+    /// Runs every input; `progress(done, total)` is called after each image.
+    public func run(segmenter: Segmenter, progress: @escaping @Sendable (Int, Int, Job) -> Void = { _, _, _ in }) throws -> BatchSummary {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let outDir = options.output.directory
+        try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        let coco = try COCOResultsWriter(directory: outDir)
+        let relativeNames = Dictionary(uniqueKeysWithValues: inputs.map { ($0.path, $0.relativePath) })
+        let total = inputs.count
+        let pipeline = try StagedPipeline(segmenter: segmenter, options: options) { [self] job in
+            let count = lock.withLock {
+                done += 1
+                if let reason = job.error {
+                    summary.failures.append((job.inputPath, reason))
+                } else {
+                    summary.succeeded += 1
+                    if let r = job.result {
+                        for inst in r.instances { summary.instancesPerClass[inst.label, default: 0] += 1 }
+                        do { try coco.add(r, fileName: relativeNames[job.inputPath]) } catch {
+                            summary.failures.append((job.inputPath, "COCO results: \(error)"))
+                        }
+                    }
+                }
+                job.result = nil
+                return done
+            }
+            progress(count, total, job)
+        }
+        summary.images = inputs.count
+        for (i, input) in inputs.enumerated() {
+            if skipExisting && outputsExist(input) {
+                // Still part of this run's COCO file: read back the result written before.
+                let base = (outDir as NSString).appendingPathComponent(input.stem)
+                let previous = try? ImageResult.read(from: base + ".json")
+                lock.withLock {
+                    summary.skipped += 1
+                    done += 1
+                    if let previous { _ = try? coco.add(previous, fileName: input.relativePath) }
+                }
+                continue
+            }
+            pipeline.submit(Job(id: i + 1, inputPath: input.path, outputStem: input.stem))
+        }
+        pipeline.drain()
+        try coco.finish()
+        summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return summary
+    }
+
+    /// Whether a previous run already wrote this input's outputs (they are written
+    /// atomically, so an existing file is a complete one).
+    func outputsExist(_ input: InputFile) -> Bool {
+        let base = (options.output.directory as NSString).appendingPathComponent(input.stem)
+        let fm = FileManager.default
+        if options.output.writeJSON && !fm.fileExists(atPath: base + ".json") { return false }
+        if options.output.annotate && !fm.fileExists(atPath: base + ".jpg") && !fm.fileExists(atPath: base + ".png") { return false }
+        return options.output.writeJSON || options.output.annotate
+    }
+}

@@ -1,0 +1,80 @@
+// `segd bench`: per-stage timings of the model on this machine, the figure compared with
+// ../shared/bench/peer_torchvision.py (`seconds_per_image`: median model time per image,
+// decode excluded, one image per call, after one warm-up).
+import Foundation
+import Imaging
+import MaskRCNN
+
+public struct BenchReport: Sendable {
+    public var stages: [String] = ["preprocess", "backbone", "rpn", "detect", "mask", "postprocess"]
+    /// Per stage, one time (s) per timed image.
+    public var times: [String: [Double]] = [:]
+    public var totals: [Double] = []
+    public var detections: [Int] = []
+    /// GFLOP per stage for each timed image (from the model summary at its padded size
+    /// and actual proposal/detection counts).
+    public var gflop: [String: [Double]] = [:]
+
+    static func median(_ v: [Double]) -> Double {
+        let s = v.sorted()
+        guard !s.isEmpty else { return 0 }
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    public var secondsPerImage: Double { Self.median(totals) }
+
+    public func report() -> String {
+        var s = "stage            median s    GFLOP   GFLOP/s\n"
+        for name in stages {
+            let t = Self.median(times[name] ?? [])
+            let g = Self.median(gflop[name] ?? [])
+            s += name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                + String(format: "%11.4f %8.1f %9.1f\n", t, g, t > 0 && g > 0 ? g / t : 0)
+        }
+        s += String(format: "images %d, detections/image %.1f\n", totals.count, detections.isEmpty ? 0 : Double(detections.reduce(0, +)) / Double(detections.count))
+        s += String(format: "seconds_per_image %.3f\n", secondsPerImage)
+        return s
+    }
+}
+
+public enum Bench {
+    /// Decodes all images first, runs one warm-up, then `repeat` passes over the images.
+    public static func run(model: MaskRCNN, imagePaths: [String], repeat passes: Int,
+                           log: (String) -> Void = { _ in }) throws -> BenchReport {
+        let decoder = ImageDecoder()
+        let images = try imagePaths.map { p -> ModelImage in
+            let im = try decoder.decode(contentsOf: p).image
+            return ModelImage(width: im.width, height: im.height, rgb: im.pixels)
+        }
+        guard let first = images.first else { throw PipelineError.noInputs(reason: "bench needs at least one image") }
+        _ = try model([first])
+        var report = BenchReport()
+        for pass in 0..<max(1, passes) {
+            for (i, image) in images.enumerated() {
+                var t: [String: Double] = [:]
+                func time<R>(_ name: String, _ body: () throws -> R) rethrows -> R {
+                    let (r, ms) = try timed(body)
+                    t[name] = ms / 1000
+                    return r
+                }
+                let batch = try time("preprocess") { try model.preprocess([image]) }
+                let features = try time("backbone") { try model.backbone(batch) }
+                let props = try time("rpn") { try model.proposals(features, batch) }
+                let dets = try time("detect") { try model.detect(features, batch, proposals: props) }
+                let masks = try time("mask") { try model.masks(features, batch, detections: dets) }
+                let out = try time("postprocess") { model.postprocess(batch, detections: dets, masks: masks) }
+                for (k, v) in t { report.times[k, default: []].append(v) }
+                report.totals.append(t.values.reduce(0, +))
+                report.detections.append(out[0].count)
+                let summary = model.summary(height: batch.paddedSize.0, width: batch.paddedSize.1,
+                                            proposals: props[0].count, detections: dets[0].count)
+                report.gflop["backbone", default: []].append(summary.flops(stage: "backbone") / 1e9)
+                report.gflop["rpn", default: []].append(summary.flops(stage: "rpn") / 1e9)
+                report.gflop["detect", default: []].append(summary.flops(stage: "box_head") / 1e9)
+                report.gflop["mask", default: []].append(summary.flops(stage: "mask_head") / 1e9)
+                log(String(format: "pass %d image %d: %.3f s, %d detections", pass + 1, i + 1, report.totals.last!, out[0].count))
+            }
+        }
+        return report
+    }
+}

@@ -1,0 +1,25 @@
+// The Pipeline module's errors: each names the file (input, output, config) and the reason.
+import Foundation
+
+public enum PipelineError: Error, CustomStringConvertible {
+    case io(path: String, reason: String)
+    case noInputs(reason: String)
+    case unsafeOutputName(input: String, reason: String)
+    case config(path: String, line: Int?, key: String?, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .io(path, reason): return "\(path): \(reason)"
+        case let .noInputs(reason): return "no input images: \(reason)"
+        case let .unsafeOutputName(input, reason): return "\(input): cannot derive a safe output name (\(reason))"
+        case let .config(path, line, key, reason):
+            var s = path
+            if let line { s += ":\(line)" }
+            if let key { s += ": \(key)" }
+            return s + ": " + reason
+        }
+    }
+
+    /// errno as text.
+    static func errnoText(_ e: Int32 = errno) -> String { String(cString: strerror(e)) }
+}

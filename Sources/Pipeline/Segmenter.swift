@@ -1,0 +1,39 @@
+// The loaded model plus what every result records about it (name, file hash, classes)
+// and the settings a run uses.
+import Foundation
+import MaskRCNN
+import Results
+
+/// Run-time settings that shape results (pipeline.yml `model:` and the CLI flags).
+public struct InferenceSettings: Sendable {
+    public var scoreThreshold: Float?
+    public var maskThreshold: Float = 0.5
+    public var maxDetections: Int?
+    public var frozenBNEpsilon: Float?
+    public var minSize: Int?
+    public var maxSize: Int?
+    public init() {}
+}
+
+public final class Segmenter: @unchecked Sendable {
+    public let model: MaskRCNN
+    public let weightsPath: String
+    public let modelInfo: ImageResult.ModelInfo
+    public let settings: ImageResult.Settings
+
+    public init(weights path: String, settings s: InferenceSettings = InferenceSettings()) throws {
+        var base = ModelConfig()
+        if let v = s.minSize { base.minSize = v }
+        if let v = s.maxSize { base.maxSize = v }
+        let model = try MaskRCNN(contentsOf: path, config: base, frozenBNEpsilon: s.frozenBNEpsilon)
+        // The file's metadata may set sizes; explicit settings win over it.
+        model.setInferenceOptions(scoreThreshold: s.scoreThreshold, detectionsPerImage: s.maxDetections, maskThreshold: s.maskThreshold)
+        if s.minSize != nil || s.maxSize != nil { model.setSizes(minSize: s.minSize, maxSize: s.maxSize) }
+        self.model = model
+        weightsPath = path
+        let c = model.config
+        modelInfo = ImageResult.ModelInfo(name: c.name, sha256: try SHA256.hex(fileAt: path), classes: c.classNames)
+        settings = ImageResult.Settings(scoreThreshold: Double(c.box.scoreThreshold), maskThreshold: Double(c.maskThreshold),
+                                        maxDetections: c.box.detectionsPerImage, minSize: c.minSize, maxSize: c.maxSize, precision: "fp32")
+    }
+}

@@ -1,0 +1,32 @@
+// A pipeline stage: a labelled serial DispatchQueue plus a bound on the items waiting
+// for it. `submit` blocks the caller while the bound is reached, so a slow stage holds
+// back the one before it and memory stays flat however many files arrive (DESIGN.md:
+// every arrow is a bounded queue).
+import Dispatch
+
+final class Stage<Item: Sendable>: @unchecked Sendable {
+    let name: String
+    private let queue: DispatchQueue
+    private let slots: DispatchSemaphore
+    private let body: (Item) -> Void
+
+    /// - Parameter capacity: items queued or running in this stage at most.
+    init(_ name: String, capacity: Int, body: @escaping (Item) -> Void) {
+        self.name = name
+        queue = DispatchQueue(label: "segd.stage.\(name)", qos: .userInitiated)
+        slots = DispatchSemaphore(value: max(1, capacity))
+        self.body = body
+    }
+
+    /// Enqueues `item`, waiting while the stage is full.
+    func submit(_ item: Item) {
+        slots.wait()
+        queue.async { [self] in
+            body(item)
+            slots.signal()
+        }
+    }
+
+    /// Runs `block` after everything submitted so far.
+    func sync(_ block: () -> Void) { queue.sync(execute: block) }
+}

@@ -1,0 +1,157 @@
+// The staged pipeline of DESIGN.md:
+//
+//   submit → decode → batcher → backbone → rpn → detect → mask → write → onFinished
+//
+// Each stage is its own labelled serial queue with a bounded inbox. The model stages share
+// oneDNN's threads; decode and write (RLE, drawing, JPEG encoding, fsync) overlap with
+// inference of the next batch. A job that fails anywhere skips the rest and reaches
+// onFinished with its reason; nothing is lost and the pipeline goes on.
+import Dispatch
+import Foundation
+import Imaging
+import MaskRCNN
+
+public struct PipelineOptions: Sendable {
+    public var maxBatch = 1
+    public var maxDelayMs = 50
+    /// Items waiting per stage at most.
+    public var queueBound = 2
+    public var output = OutputOptions()
+    public var decode = DecodeOptions()
+    public init() {}
+}
+
+/// One model batch moving through the model stages.
+final class ModelBatch: @unchecked Sendable {
+    let jobs: [Job]
+    var batch: ImageBatch?
+    var features: FeatureMaps?
+    var proposals: [Proposals] = []
+    var detections: [ROIDetections] = []
+    init(jobs: [Job]) { self.jobs = jobs }
+}
+
+public final class StagedPipeline: @unchecked Sendable {
+    public let segmenter: Segmenter
+    public let options: PipelineOptions
+    private let onFinished: @Sendable (Job) -> Void
+    private let inFlight = DispatchGroup()
+    private var decodeStage: Stage<Job>!
+    private var batcher: Batcher!
+    private var backboneStage: Stage<ModelBatch>!
+    private var rpnStage: Stage<ModelBatch>!
+    private var detectStage: Stage<ModelBatch>!
+    private var maskStage: Stage<ModelBatch>!
+    private var writeStage: Stage<Job>!
+    private let writer: Writer
+
+    public init(segmenter: Segmenter, options: PipelineOptions, onFinished: @escaping @Sendable (Job) -> Void) throws {
+        self.segmenter = segmenter
+        self.options = options
+        self.onFinished = onFinished
+        writer = try Writer(segmenter: segmenter, options: options.output)
+        let bound = options.queueBound
+        let decoder = ImageDecoder(options: options.decode)
+        let model = segmenter.model
+
+        writeStage = Stage("write", capacity: bound * max(1, options.maxBatch)) { [unowned self] job in
+            if !job.failed {
+                do {
+                    let (_, ms) = try timed { try writer.write(job) }
+                    job.timings["write"] = ms
+                } catch {
+                    job.error = "\(error)"
+                }
+            }
+            finish(job)
+        }
+        maskStage = Stage("mask", capacity: bound) { [unowned self] b in
+            run(b, "mask") { b in
+                let masks = try model.masks(b.features!, b.batch!, detections: b.detections)
+                let dets = model.postprocess(b.batch!, detections: b.detections, masks: masks)
+                for (job, d) in zip(b.jobs, dets) { job.detections = d }
+            }
+            // Release the batch's tensors before writing: the writer needs only detections.
+            b.features = nil
+            b.batch = nil
+            for job in b.jobs { writeStage.submit(job) }
+        }
+        detectStage = Stage("detect", capacity: bound) { [unowned self] b in
+            run(b, "detect") { b in b.detections = try model.detect(b.features!, b.batch!, proposals: b.proposals) }
+            forward(b, to: maskStage)
+        }
+        rpnStage = Stage("rpn", capacity: bound) { [unowned self] b in
+            run(b, "rpn") { b in b.proposals = try model.proposals(b.features!, b.batch!) }
+            forward(b, to: detectStage)
+        }
+        backboneStage = Stage("backbone", capacity: bound) { [unowned self] b in
+            run(b, "preprocess") { b in b.batch = try model.preprocess(b.jobs.map { $0.modelImage }) }
+            run(b, "backbone") { b in b.features = try model.backbone(b.batch!) }
+            forward(b, to: rpnStage)
+        }
+        batcher = Batcher(maxBatch: options.maxBatch, maxDelayMs: options.maxDelayMs) { [unowned self] jobs in
+            for job in jobs { job.batchSize = jobs.count }
+            backboneStage.submit(ModelBatch(jobs: jobs))
+        }
+        decodeStage = Stage("decode", capacity: bound * max(1, options.maxBatch)) { [unowned self] job in
+            do {
+                let (d, ms) = try timed { try decoder.decode(contentsOf: job.inputPath) }
+                job.decoded = d
+                job.timings["decode"] = ms
+                batcher.add(job)
+            } catch {
+                job.error = "\(error)"
+                writeStage.submit(job)
+            }
+        }
+    }
+
+    /// Runs one model stage on a batch unless it already failed; a thrown error fails
+    /// every job of the batch with it.
+    private func run(_ b: ModelBatch, _ name: String, _ body: (ModelBatch) throws -> Void) {
+        guard !b.jobs.contains(where: \.failed) else { return }
+        do {
+            let (_, ms) = try timed { try body(b) }
+            for job in b.jobs { job.timings[name] = ms }
+        } catch {
+            for job in b.jobs { job.error = "\(name): \(error)" }
+        }
+    }
+
+    private func forward(_ b: ModelBatch, to next: Stage<ModelBatch>) {
+        if b.jobs.contains(where: \.failed) {
+            for job in b.jobs { writeStage.submit(job) }
+        } else {
+            next.submit(b)
+        }
+    }
+
+    private func finish(_ job: Job) {
+        job.decoded = nil  // the pixels are no longer needed; keep memory flat
+        onFinished(job)
+        inFlight.leave()
+    }
+
+    /// Hands a job to the pipeline; blocks while the decode stage is full.
+    public func submit(_ job: Job) {
+        inFlight.enter()
+        decodeStage.submit(job)
+    }
+
+    /// Sends any partial batch on and waits until every submitted job has finished.
+    public func drain() {
+        decodeStage.sync {}
+        batcher.flush()
+        inFlight.wait()
+    }
+
+    /// Sends a partial batch on without waiting (used by the daemon when input goes quiet).
+    public func flushPartialBatch() { batcher.flush() }
+}
+
+extension Job {
+    var modelImage: ModelImage {
+        let im = decoded!.image
+        return ModelImage(width: im.width, height: im.height, rgb: im.pixels)
+    }
+}

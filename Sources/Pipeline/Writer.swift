@@ -1,0 +1,74 @@
+// The write stage: masks pasted and thresholded, the JSON result (COCO RLE), the
+// annotated image, each written atomically (temp file, fsync, rename) so that an
+// interrupted run never leaves a truncated file that looks complete.
+import Foundation
+import Imaging
+import MaskRCNN
+import Results
+
+public struct OutputOptions: Sendable {
+    public var directory = "out"
+    public var writeJSON = true
+    public var annotate = true
+    public var jpegQuality = 90
+    public var polygons = false
+    public init() {}
+}
+
+final class Writer: @unchecked Sendable {
+    let segmenter: Segmenter
+    let options: OutputOptions
+    private let font: Font?
+    private let fontLock = NSLock()
+
+    init(segmenter: Segmenter, options: OutputOptions) throws {
+        self.segmenter = segmenter
+        self.options = options
+        font = options.annotate ? try Font() : nil
+    }
+
+    /// Paths a job's outputs go to (JSON, annotated image).
+    func paths(for job: Job, format: ImageFormat) -> (json: String, image: String) {
+        let base = (options.directory as NSString).appendingPathComponent(job.outputStem)
+        return (base + ".json", base + (format == .png ? ".png" : ".jpg"))
+    }
+
+    func write(_ job: Job) throws {
+        guard let decoded = job.decoded, let det = job.detections else { return }
+        let threshold = segmenter.model.config.maskThreshold
+        let (masks, pasteMs) = timed { (0..<det.count).map { det.mask($0, threshold: threshold) } }
+        job.timings["paste"] = pasteMs
+        let (jsonPath, imagePath) = paths(for: job, format: decoded.format)
+        var timings = job.timings
+        timings["write"] = nil
+        let result = try ImageResult(
+            detections: det, masks: masks, source: ImageResult.Source(path: job.inputPath),
+            image: ImageResult.ImageInfo(width: decoded.image.width, height: decoded.image.height, orientation: decoded.appliedOrientation.rawValue),
+            model: segmenter.modelInfo, settings: segmenter.settings, timingsMs: timings, batchSize: job.batchSize,
+            options: ImageResult.Options(polygons: options.polygons))
+        job.result = result
+        if options.writeJSON {
+            try AtomicFile.createParentDirectory(of: jsonPath)
+            try AtomicFile.write(result.jsonData(), to: jsonPath)
+            job.outputs.append(jsonPath)
+        }
+        if options.annotate, let font {
+            var image = decoded.image
+            let classes = segmenter.modelInfo.classes
+            let overlay = (0..<det.count).map { i -> OverlayInstance in
+                let m = masks[i], b = det.box(i)
+                return OverlayInstance(mask: OverlayMask(x0: m.x0, y0: m.y0, width: m.width, height: m.height, pixels: m.pixels),
+                                       box: OverlayBox(x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2),
+                                       label: "\(classes[det.labels[i]]) \(Int((det.scores[i] * 100).rounded()))%",
+                                       classIndex: det.labels[i])
+            }
+            // FreeType faces are not thread-safe; the write stage is serial, the lock
+            // makes that an invariant rather than an assumption.
+            try fontLock.withLock { try image.drawOverlay(overlay, font: font) }
+            let bytes = decoded.format == .png ? try image.encodePNG() : try image.encodeJPEG(quality: options.jpegQuality)
+            try AtomicFile.createParentDirectory(of: imagePath)
+            try AtomicFile.write(Data(bytes), to: imagePath)
+            job.outputs.append(imagePath)
+        }
+    }
+}

@@ -1,0 +1,178 @@
+// segd's command line: argument parsing, progress display and exit codes only; the work
+// is in Pipeline.
+import ArgumentParser
+import Foundation
+import MaskRCNN
+import Pipeline
+
+/// Exit codes: 0 all inputs done; 3 some inputs failed (the rest written); 64 bad usage
+/// (EX_USAGE); 1 anything else fatal (model file unreadable, output not writable).
+enum ExitCodes {
+    static let someFailed: Int32 = 3
+    static let usage: Int32 = 64
+    static let fatal: Int32 = 1
+}
+
+@main
+struct Segd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "segd",
+        abstract: "Instance segmentation (Mask R-CNN) for folders of images.",
+        subcommands: [Batch.self, Bench.self, Model.self])
+
+    /// Runs a command body, mapping segd's errors to a message and an exit code.
+    static func guarded(_ body: () throws -> Void) throws {
+        do { try body() } catch let e as ExitCode {
+            throw e
+        } catch let e as PipelineError {
+            FileHandle.standardError.write(Data("segd: \(e)\n".utf8))
+            if case .noInputs = e { throw ExitCode(ExitCodes.usage) }
+            throw ExitCode(ExitCodes.fatal)
+        } catch {
+            FileHandle.standardError.write(Data("segd: \(error)\n".utf8))
+            throw ExitCode(ExitCodes.fatal)
+        }
+    }
+}
+
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Weights file: torchvision .pth (zip or legacy) or segd .safetensors.")
+    var weights: String = Defaults.weights
+
+    @Option(help: "Box score threshold (default: the model's, 0.05 for torchvision).")
+    var score: Float?
+
+    @Option(name: .customLong("frozen-bn-eps"), help: "Frozen BatchNorm epsilon (default: the file's metadata, else 0.0 as torchvision's COCO checkpoint).")
+    var frozenBNEps: Float?
+
+    var settings: InferenceSettings {
+        var s = InferenceSettings()
+        s.scoreThreshold = score
+        s.frozenBNEpsilon = frozenBNEps
+        return s
+    }
+}
+
+enum Defaults {
+    /// The model segd ships, next to the binary's repository or installed beside it.
+    static var weights: String {
+        let candidates = ["samples/model/shapes.safetensors", "/usr/local/share/segd/shapes.safetensors"]
+        return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0]
+    }
+}
+
+struct Batch: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Segment files, directories (recursively) and globs once.")
+
+    @Argument(help: "Image files, directories or glob patterns.")
+    var inputs: [String]
+
+    @Option(name: .long, help: "Output directory (the input tree is mirrored under it).")
+    var out: String = "out"
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: .customLong("mask-threshold"), help: "Mask probability threshold.")
+    var maskThreshold: Float = 0.5
+
+    @Option(name: .customLong("max-detections"), help: "Detections per image at most.")
+    var maxDetections: Int?
+
+    @Flag(name: .customLong("no-annotate"), help: "Do not write annotated images.")
+    var noAnnotate = false
+
+    @Flag(name: .customLong("json-only"), help: "Write only the JSON results (and the COCO file).")
+    var jsonOnly = false
+
+    @Flag(name: .customLong("skip-existing"), help: "Skip inputs whose outputs exist (continue an interrupted run).")
+    var skipExisting = false
+
+    @Flag(help: "Also write instance outlines as polygons in the JSON.")
+    var polygons = false
+
+    @Option(name: .customLong("jpeg-quality"), help: "Quality of annotated JPEGs (1-100).")
+    var jpegQuality = 90
+
+    @Option(name: .customLong("max-batch"), help: "Images per model batch.")
+    var maxBatch = 1
+
+    func validate() throws {
+        guard (1...100).contains(jpegQuality) else { throw ValidationError("--jpeg-quality must be 1...100") }
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
+        guard (0...1).contains(maskThreshold) else { throw ValidationError("--mask-threshold must be within 0...1") }
+    }
+
+    func run() throws {
+        try Segd.guarded {
+            let files = try Inputs.collect(inputs)
+            guard !files.isEmpty else { throw PipelineError.noInputs(reason: "\(inputs.joined(separator: " ")) holds no .jpg/.jpeg/.png files") }
+            var s = model.settings
+            s.maskThreshold = maskThreshold
+            s.maxDetections = maxDetections
+            let segmenter = try Segmenter(weights: model.weights, settings: s)
+            var options = PipelineOptions()
+            options.maxBatch = maxBatch
+            options.output.directory = out
+            options.output.annotate = !(noAnnotate || jsonOnly)
+            options.output.jpegQuality = jpegQuality
+            options.output.polygons = polygons
+            let progress = Progress(total: files.count)
+            let summary = try BatchRun(inputs: files, options: options, skipExisting: skipExisting)
+                .run(segmenter: segmenter) { done, total, job in progress.update(done: done, job: job) }
+            progress.finish()
+            FileHandle.standardError.write(Data(summary.report().utf8))
+            if !summary.failures.isEmpty { throw ExitCode(ExitCodes.someFailed) }
+        }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Time each model stage on this machine (decode excluded).")
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(help: "Timed passes over the images after one warm-up.")
+    var `repeat` = 3
+
+    @Argument(help: "Images to time.")
+    var images: [String]
+
+    func run() throws {
+        try Segd.guarded {
+            let segmenter = try Segmenter(weights: model.weights, settings: model.settings)
+            let report = try Pipeline.Bench.run(model: segmenter.model, imagePaths: images, repeat: `repeat`) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+            print(report.report(), terminator: "")
+        }
+    }
+}
+
+struct Model: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Inspect a weights file.", subcommands: [Info.self])
+
+    struct Info: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Architecture and per-layer output size, parameters and FLOPs.")
+
+        @Argument(help: "Weights file.")
+        var weights: String
+
+        @Option(help: "Padded input size HxW the table is computed for.")
+        var input: String = "800x1216"
+
+        @Option(name: .customLong("frozen-bn-eps"), help: "Frozen BatchNorm epsilon.")
+        var frozenBNEps: Float?
+
+        func run() throws {
+            let parts = input.lowercased().split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2, parts.allSatisfy({ $0 >= 32 }) else { throw ValidationError("--input must look like 800x1216") }
+            try Segd.guarded {
+                let m = try MaskRCNN(contentsOf: weights, frozenBNEpsilon: frozenBNEps)
+                print("weights: \(weights)")
+                print("classes: \(m.config.classNames.count) (\(m.config.classNames.prefix(6).joined(separator: ", "))\(m.config.classNames.count > 6 ? ", …" : ""))")
+                print("frozen BN epsilon: \(m.config.frozenBNEpsilon); resize \(m.config.minSize)/\(m.config.maxSize)")
+                print(m.summary(height: parts[0], width: parts[1]).table(), terminator: "")
+            }
+        }
+    }
+}

@@ -1,2 +1,0 @@
-// segd CLI (see DESIGN.md).
-print("segd")
