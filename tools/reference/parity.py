@@ -49,7 +49,7 @@ def read_segd_json(path):
     out = []
     for inst in instances:
         x, y, w, h = inst.get("box", inst.get("bbox"))
-        seg = dict(inst["segmentation"])
+        seg = dict(inst["segmentation"] if "segmentation" in inst else inst["mask"])
         if isinstance(seg["counts"], str):
             seg["counts"] = seg["counts"].encode()
         out.append({"box": [x, y, x + w, y + h], "label": int(inst["category_id"]),
