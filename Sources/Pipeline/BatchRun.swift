@@ -18,7 +18,8 @@ public struct BatchSummary: Sendable {
             s += "instances: " + instancesPerClass.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }
                 .map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n"
         }
-        for f in failures { s += "failed: \(f.path): \(f.reason)\n" }
+        // Reasons from the decoder already start with the file's name.
+        for f in failures { s += "failed: " + (f.reason.hasPrefix(f.path) ? f.reason : "\(f.path): \(f.reason)") + "\n" }
         return s
     }
 }

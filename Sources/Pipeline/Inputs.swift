@@ -49,7 +49,7 @@ public enum Inputs {
                 if matches.isEmpty { throw PipelineError.noInputs(reason: "\(arg) matches no file") }
                 for m in matches { try add(m, relative: (m as NSString).lastPathComponent) }
             } else {
-                throw PipelineError.io(path: arg, reason: "no such file or directory")
+                throw PipelineError.noInputs(reason: "\(arg): no such file or directory")
             }
         }
         return out

@@ -6,6 +6,10 @@ public enum PipelineError: Error, CustomStringConvertible {
     case noInputs(reason: String)
     case unsafeOutputName(input: String, reason: String)
     case config(path: String, line: Int?, key: String?, reason: String)
+    /// The daemon's SQLite journal (the database file and what failed).
+    case journal(path: String, reason: String)
+    /// A watched folder that cannot be watched or listed.
+    case watch(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -17,6 +21,8 @@ public enum PipelineError: Error, CustomStringConvertible {
             if let line { s += ":\(line)" }
             if let key { s += ": \(key)" }
             return s + ": " + reason
+        case let .journal(path, reason): return "journal \(path): \(reason)"
+        case let .watch(path, reason): return "watching \(path): \(reason)"
         }
     }
 

@@ -34,6 +34,7 @@ final class ModelBatch: @unchecked Sendable {
 public final class StagedPipeline: @unchecked Sendable {
     public let segmenter: Segmenter
     public let options: PipelineOptions
+    private let onStarted: (@Sendable (Job) -> Void)?
     private let onFinished: @Sendable (Job) -> Void
     private let inFlight = DispatchGroup()
     private var decodeStage: Stage<Job>!
@@ -45,9 +46,16 @@ public final class StagedPipeline: @unchecked Sendable {
     private var writeStage: Stage<Job>!
     private let writer: Writer
 
-    public init(segmenter: Segmenter, options: PipelineOptions, onFinished: @escaping @Sendable (Job) -> Void) throws {
+    /// - Parameters:
+    ///   - onStarted: called on the decode queue just before a job's file is read (the
+    ///     daemon's journal marks it `processing` there, so a crash is charged to the jobs
+    ///     that had really started).
+    ///   - onFinished: called once per job, failed or not, after its outputs are written.
+    public init(segmenter: Segmenter, options: PipelineOptions, onStarted: (@Sendable (Job) -> Void)? = nil,
+                onFinished: @escaping @Sendable (Job) -> Void) throws {
         self.segmenter = segmenter
         self.options = options
+        self.onStarted = onStarted
         self.onFinished = onFinished
         writer = try Writer(segmenter: segmenter, options: options.output)
         let bound = options.queueBound
@@ -94,6 +102,7 @@ public final class StagedPipeline: @unchecked Sendable {
             backboneStage.submit(ModelBatch(jobs: jobs))
         }
         decodeStage = Stage("decode", capacity: bound * max(1, options.maxBatch)) { [unowned self] job in
+            onStarted?(job)
             do {
                 let (d, ms) = try timed { try decoder.decode(contentsOf: job.inputPath) }
                 job.decoded = d

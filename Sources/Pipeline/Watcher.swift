@@ -1,0 +1,426 @@
+// The watched folders: libinotifytools on a thread of its own, so reading events never
+// waits for inference (the kernel queue holds 16384 events by default; a reader stuck behind
+// a model run would overflow it).
+//
+// Order matters: watches are set up first and the folders scanned second, so a file that
+// arrives during the scan is seen by one or the other (or both: the intake deduplicates).
+// A file is handed on only when it is complete:
+//   - IN_CLOSE_WRITE: the writer closed it;              - IN_MOVED_TO: renamed in, whole;
+//   - IN_CREATE with an IN_OPEN after it: someone is writing it — wait for its close;
+//   - created otherwise (a hard link), or found by a scan with a recent mtime: re-checked
+//     until size and mtime have not changed for `stableMs`.
+// New subfolders are watched, then scanned (files may land before the watch exists). A
+// queue overflow (IN_Q_OVERFLOW) means events were lost: everything is rescanned. A
+// periodic rescan is the backstop for anything else missed. When the kernel's limits on
+// watches (ENOSPC) or instances (EMFILE) are reached, the message names the sysctl to
+// raise and the watcher polls instead.
+import CInotifyTools
+import Foundation
+import Logging
+
+public struct FoundFile: Sendable, Equatable {
+    public enum Origin: String, Sendable { case closedAfterWrite = "close_write", movedIn = "moved_in", scanned = "scan", stable = "stable" }
+    public var path: String
+    public var root: String
+    /// Path relative to `root`.
+    public var relative: String
+    public var origin: Origin
+}
+
+/// Include/exclude patterns (fnmatch): a pattern without "/" matches the name, one with
+/// "/" the path relative to the watched folder. Includes ignore case ("*.jpg" takes X.JPG).
+public struct NameFilter: Sendable, Equatable {
+    public var include: [String]
+    public var exclude: [String]
+
+    public func accepts(relative: String) -> Bool {
+        let name = (relative as NSString).lastPathComponent
+        for p in exclude where Self.match(p, name: name, relative: relative, caseFold: false) { return false }
+        return include.contains { Self.match($0, name: name, relative: relative, caseFold: true) }
+    }
+
+    /// Directories are pruned by the exclude patterns only (".*" skips hidden folders).
+    public func acceptsDirectory(relative: String) -> Bool {
+        let name = (relative as NSString).lastPathComponent
+        return !exclude.contains { Self.match($0, name: name, relative: relative, caseFold: false) }
+    }
+
+    static func match(_ pattern: String, name: String, relative: String, caseFold: Bool) -> Bool {
+        let flags = caseFold ? FNM_CASEFOLD : 0
+        if pattern.contains("/") { return fnmatch(pattern, relative, flags | FNM_PATHNAME) == 0 }
+        return fnmatch(pattern, name, flags) == 0
+    }
+}
+
+public struct WatchOptions: Sendable {
+    public var roots: [String]
+    public var recursive = true
+    public var filter: NameFilter
+    /// Folders never watched nor scanned (outputs, done/, failed/ and state inside a root).
+    public var excludedDirectories: [String] = []
+    public var stableMs = 2000
+    public var rescanInterval: TimeInterval = 300
+    public var pollIntervalMs = 2000
+
+    public init(roots: [String], filter: NameFilter) {
+        self.roots = roots
+        self.filter = filter
+    }
+}
+
+public final class Watcher: @unchecked Sendable {
+    public enum Mode: String, Sendable { case starting, inotify, polling, stopped }
+
+    public let options: WatchOptions
+    private let log: Logger
+    private let deliver: @Sendable ([FoundFile]) -> Void
+    private let initialScanDone: @Sendable () -> Void
+    private let lock = NSLock()
+    private var stopRequested = false
+    private var _mode = Mode.starting
+    private var _heartbeat = Date()
+    private let finished = DispatchSemaphore(value: 0)
+    private var thread: Thread?
+
+    /// Files seen being created, not yet complete.
+    private struct Pending {
+        var root: String
+        var relative: String
+        /// An IN_OPEN followed the creation: a writer holds it; its IN_CLOSE_WRITE decides.
+        var awaitingClose: Bool
+        var size: Int64
+        var mtimeNs: Int64
+        /// Last time a change was seen (ProcessInfo uptime, s).
+        var since: Double
+    }
+    private var pending: [String: Pending] = [:]
+    private var movedDirectories: [UInt32: String] = [:]
+
+    /// libinotifytools keeps its state in globals: one watcher at a time per process.
+    private static let active = NSLock()
+
+    public init(options: WatchOptions, log: Logger, deliver: @escaping @Sendable ([FoundFile]) -> Void,
+                initialScanDone: @escaping @Sendable () -> Void) {
+        self.options = options
+        self.log = log
+        self.deliver = deliver
+        self.initialScanDone = initialScanDone
+    }
+
+    public var mode: Mode { lock.withLock { _mode } }
+    /// When the watcher's loop last went round (at least once a second while it runs).
+    public var heartbeat: Date { lock.withLock { _heartbeat } }
+    private var stopping: Bool { lock.withLock { stopRequested } }
+
+    public func start() {
+        let t = Thread { [self] in
+            Self.active.lock()
+            run()
+            Self.active.unlock()
+            finished.signal()
+        }
+        t.name = "segd.watcher"
+        t.stackSize = 1 << 20
+        thread = t
+        t.start()
+    }
+
+    /// Stops the loop (within about a second: inotify reads wait at most 1 s) and waits.
+    public func stop() {
+        let started = lock.withLock { () -> Bool in
+            stopRequested = true
+            return thread != nil && _mode != .stopped
+        }
+        if started { finished.wait() }
+    }
+
+    private func setMode(_ m: Mode) { lock.withLock { _mode = m } }
+    private func beat() { lock.withLock { _heartbeat = Date() } }
+    private static var uptime: Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    // MARK: The loop
+
+    private static let fileEvents = UInt32(IN_CLOSE_WRITE) | UInt32(IN_MOVED_TO) | UInt32(IN_MOVED_FROM) | UInt32(IN_CREATE)
+        | UInt32(IN_DELETE) | UInt32(IN_OPEN) | UInt32(IN_MODIFY)
+
+    private func run() {
+        var inotify = setUpInotify()
+        setMode(inotify ? .inotify : .polling)
+        var found: [FoundFile] = []
+        for root in options.roots { scan(root, root: root, into: &found) }
+        if !found.isEmpty { deliver(found) }
+        log.info("initial scan done", metadata: ["files": "\(found.count)", "mode": "\(mode.rawValue)", "folders": "\(options.roots.joined(separator: ","))"])
+        initialScanDone()
+        var lastRescan = Self.uptime
+        var lastPoll = Self.uptime
+        while !stopping {
+            beat()
+            found = []
+            if inotify {
+                // Blocks up to 1 s (libinotifytools' timeout is in whole seconds), then
+                // takes whatever else is queued without waiting.
+                var event = inotifytools_next_event(1)
+                var n = 0
+                while let e = event, n < 4096 {
+                    if !handle(e, into: &found) {
+                        inotify = false
+                        setMode(.polling)
+                        inotifytools_cleanup()
+                        break
+                    }
+                    n += 1
+                    event = inotifytools_next_event(0)
+                }
+                if n == 0, inotifytools_error() != 0, inotifytools_error() != EINTR {
+                    log.error("reading inotify events failed; polling from now on", metadata: ["error": "\(PipelineError.errnoText(inotifytools_error()))"])
+                    inotify = false
+                    setMode(.polling)
+                    inotifytools_cleanup()
+                }
+                movedDirectories.removeAll()  // a MOVED_FROM whose MOVED_TO did not follow: moved out
+            } else {
+                usleep(useconds_t(min(options.pollIntervalMs, 250) * 1000))
+                if Self.uptime - lastPoll >= Double(options.pollIntervalMs) / 1000 {
+                    lastPoll = Self.uptime
+                    for root in options.roots { scan(root, root: root, into: &found) }
+                }
+            }
+            checkPending(into: &found)
+            if Self.uptime - lastRescan >= options.rescanInterval {
+                lastRescan = Self.uptime
+                log.debug("periodic rescan")
+                for root in options.roots { scan(root, root: root, into: &found) }
+            }
+            if !found.isEmpty { deliver(found) }
+        }
+        if inotify { inotifytools_cleanup() }
+        setMode(.stopped)
+    }
+
+    /// Initializes inotify and watches every root; false (logged) when it cannot and the
+    /// watcher must poll.
+    private func setUpInotify() -> Bool {
+        if let forced = ProcessInfo.processInfo.environment["SEGD_TEST_INOTIFY_ERROR"] {
+            // Test hook: pretend the kernel refused, to exercise the polling fallback.
+            reportInotifyFailure(forced == "EMFILE" ? EMFILE : ENOSPC, path: options.roots.first ?? "")
+            return false
+        }
+        guard inotifytools_initialize() != 0 else {
+            reportInotifyFailure(inotifytools_error(), path: "")
+            return false
+        }
+        for root in options.roots {
+            if !addWatch(root) {
+                inotifytools_cleanup()
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Watches `dir` (and below, when recursive); false after reporting a failure that
+    /// means inotify cannot go on (out of watches).
+    private func addWatch(_ dir: String) -> Bool {
+        let excluded = options.excludedDirectories + hiddenBelow(dir)
+        let ok: Int32
+        if options.recursive {
+            var cStrings = excluded.map { strdup($0) } + [nil]
+            defer { for p in cStrings { free(p) } }
+            ok = cStrings.withUnsafeMutableBufferPointer { buf in
+                buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buf.count) { p in
+                    inotifytools_watch_recursively_with_exclude(dir, Int32(bitPattern: Self.fileEvents), p)
+                }
+            }
+        } else {
+            ok = inotifytools_watch_file(dir, Int32(bitPattern: Self.fileEvents))
+        }
+        if ok != 0 { return true }
+        let e = inotifytools_error()
+        if e == ENOENT || e == EACCES {
+            log.warning("cannot watch folder", metadata: ["folder": "\(dir)", "error": "\(PipelineError.errnoText(e))"])
+            return true  // gone or unreadable; the rescan sees it if it comes back
+        }
+        reportInotifyFailure(e, path: dir)
+        return false
+    }
+
+    /// Subfolders of `dir` that the exclude patterns prune (".git", ".cache"): not watched.
+    private func hiddenBelow(_ dir: String) -> [String] {
+        guard options.recursive else { return [] }
+        var out: [String] = []
+        func visit(_ d: String, depth: Int) {
+            guard depth < 64, let names = try? FileManager.default.contentsOfDirectory(atPath: d) else { return }
+            for name in names {
+                let child = d + "/" + name
+                var st = stat()
+                guard lstat(child, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+                guard !options.excludedDirectories.contains(child) else { continue }
+                if let (root, rel) = locate(child), !options.filter.acceptsDirectory(relative: rel), root != child {
+                    out.append(child)
+                } else {
+                    visit(child, depth: depth + 1)
+                }
+            }
+        }
+        visit(dir, depth: 0)
+        return out
+    }
+
+    private func reportInotifyFailure(_ e: Int32, path: String) {
+        let pollS = String(format: "%.1f", Double(options.pollIntervalMs) / 1000)
+        switch e {
+        case ENOSPC:
+            let now = Self.readSysctl("max_user_watches").map { " (now \($0))" } ?? ""
+            log.error("inotify watch limit reached\(now): raise the sysctl fs.inotify.max_user_watches, e.g. `sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/); polling every \(pollS) s instead",
+                      metadata: ["folder": "\(path)"])
+        case EMFILE:
+            let now = Self.readSysctl("max_user_instances").map { " (now \($0))" } ?? ""
+            log.error("inotify instance limit reached\(now): raise the sysctl fs.inotify.max_user_instances, e.g. `sysctl fs.inotify.max_user_instances=1024` (persist it in /etc/sysctl.d/); polling every \(pollS) s instead")
+        default:
+            log.error("inotify unavailable; polling every \(pollS) s instead", metadata: ["folder": "\(path)", "error": "\(PipelineError.errnoText(e))"])
+        }
+    }
+
+    static func readSysctl(_ name: String) -> String? {
+        (try? String(contentsOfFile: "/proc/sys/fs/inotify/" + name, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    // MARK: Events
+
+    /// Handles one event; false when inotify must be given up (out of watches).
+    private func handle(_ e: UnsafeMutablePointer<inotify_event>, into found: inout [FoundFile]) -> Bool {
+        let mask = e.pointee.mask
+        if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+            log.warning("inotify queue overflowed; rescanning every folder (raise fs.inotify.max_queued_events if this repeats)")
+            // Lost events may include closes: a pending file is judged by stability now.
+            for k in pending.keys { pending[k]!.awaitingClose = false }
+            for root in options.roots { scan(root, root: root, into: &found) }
+            return true
+        }
+        if mask & UInt32(IN_IGNORED) != 0 { return true }
+        guard let dirC = inotifytools_filename_from_wd(e.pointee.wd) else { return true }
+        var dir = String(cString: dirC)
+        if dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
+        var name = ""
+        if e.pointee.len > 0 {
+            name = withUnsafePointer(to: &e.pointee.name) { p in
+                p.withMemoryRebound(to: CChar.self, capacity: Int(e.pointee.len)) { String(cString: $0) }
+            }
+        }
+        guard !name.isEmpty else { return true }  // an event on the watched folder itself
+        let path = dir + "/" + name
+        guard let (root, relative) = locate(path) else { return true }
+
+        if mask & UInt32(IN_ISDIR) != 0 {
+            if mask & UInt32(IN_MOVED_FROM) != 0 {
+                movedDirectories[e.pointee.cookie] = path
+                return true
+            }
+            guard mask & (UInt32(IN_CREATE) | UInt32(IN_MOVED_TO)) != 0, options.recursive else { return true }
+            guard !options.excludedDirectories.contains(path), options.filter.acceptsDirectory(relative: relative) else { return true }
+            if mask & UInt32(IN_MOVED_TO) != 0, let old = movedDirectories.removeValue(forKey: e.pointee.cookie) {
+                // Renamed inside the tree: its watches stay valid, their names change.
+                inotifytools_replace_filename(old + "/", path + "/")
+            } else if !addWatch(path) {
+                return false
+            }
+            scan(path, root: root, into: &found)
+            return true
+        }
+
+        guard options.filter.accepts(relative: relative) else { return true }
+        if mask & UInt32(IN_CREATE) != 0 {
+            pending[path] = Pending(root: root, relative: relative, awaitingClose: false, size: -1, mtimeNs: -1, since: Self.uptime)
+        } else if mask & UInt32(IN_OPEN) != 0 {
+            pending[path]?.awaitingClose = true
+        } else if mask & UInt32(IN_MODIFY) != 0 {
+            pending[path]?.since = Self.uptime
+        } else if mask & UInt32(IN_CLOSE_WRITE) != 0 {
+            pending[path] = nil
+            found.append(FoundFile(path: path, root: root, relative: relative, origin: .closedAfterWrite))
+        } else if mask & UInt32(IN_MOVED_TO) != 0 {
+            pending[path] = nil
+            found.append(FoundFile(path: path, root: root, relative: relative, origin: .movedIn))
+        } else if mask & (UInt32(IN_DELETE) | UInt32(IN_MOVED_FROM)) != 0 {
+            pending[path] = nil
+        }
+        return true
+    }
+
+    /// The root holding `path` and the path relative to it; nil outside every root or
+    /// inside an excluded folder.
+    private func locate(_ path: String) -> (String, String)? {
+        for d in options.excludedDirectories where path == d || path.hasPrefix(d + "/") { return nil }
+        for root in options.roots where path.hasPrefix(root + "/") {
+            return (root, String(path.dropFirst(root.count + 1)))
+        }
+        return nil
+    }
+
+    /// Created-otherwise files whose size and mtime have held still for `stableMs`.
+    private func checkPending(into found: inout [FoundFile]) {
+        let now = Self.uptime
+        let stable = Double(options.stableMs) / 1000
+        for (path, p) in pending where !p.awaitingClose {
+            var st = stat()
+            guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+                pending[path] = nil
+                continue
+            }
+            let size = Int64(st.st_size), mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+            if size != p.size || mtime != p.mtimeNs {
+                pending[path]!.size = size
+                pending[path]!.mtimeNs = mtime
+                pending[path]!.since = now
+            } else if now - p.since >= stable {
+                pending[path] = nil
+                found.append(FoundFile(path: path, root: p.root, relative: p.relative, origin: .stable))
+            }
+        }
+    }
+
+    // MARK: Scanning
+
+    /// Lists `dir` (below, when recursive). Files whose mtime is older than `stableMs` are
+    /// complete; younger ones may still be written and wait in `pending`.
+    private func scan(_ dir: String, root: String, into found: inout [FoundFile]) {
+        let nowWall = Date().timeIntervalSince1970
+        let stable = Double(options.stableMs) / 1000
+        func visit(_ d: String, depth: Int) {
+            guard depth < 64, !stopping else { return }
+            guard let handle = opendir(d) else {
+                if d == root { log.warning("cannot list folder", metadata: ["folder": "\(d)", "error": "\(PipelineError.errnoText())"]) }
+                return
+            }
+            var names: [String] = []
+            while let ent = readdir(handle) {
+                let name = withUnsafePointer(to: &ent.pointee.d_name) { p in
+                    p.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+                }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            closedir(handle)
+            for name in names.sorted() {
+                let path = d + "/" + name
+                guard let (_, relative) = locate(path) else { continue }
+                var st = stat()
+                guard lstat(path, &st) == 0 else { continue }
+                let kind = st.st_mode & S_IFMT
+                if kind == S_IFDIR {
+                    if options.recursive && options.filter.acceptsDirectory(relative: relative) { visit(path, depth: depth + 1) }
+                    continue
+                }
+                guard kind == S_IFREG, options.filter.accepts(relative: relative), pending[path] == nil else { continue }
+                let mtime = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+                if nowWall - mtime >= stable {
+                    found.append(FoundFile(path: path, root: root, relative: relative, origin: .scanned))
+                } else {
+                    pending[path] = Pending(root: root, relative: relative, awaitingClose: false,
+                                            size: Int64(st.st_size), mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
+                                            since: Self.uptime)
+                }
+            }
+        }
+        visit(dir, depth: 0)
+    }
+}
