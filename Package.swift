@@ -12,6 +12,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // pipeline.yml: Yams keeps each node's line, so config errors can name it.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // The daemon's journal (SQLite, WAL) in the state directory.
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL",
@@ -32,6 +36,8 @@ let package = Package(
         .target(name: "Pipeline", dependencies: [
             "MaskRCNN", "Imaging", "Results", "CInotifyTools",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .executableTarget(name: "segd", dependencies: [
             "Pipeline",
@@ -39,11 +45,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MaskRCNNTests", dependencies: ["MaskRCNN"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ResultsTests", dependencies: ["Results"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Imaging", "Results", "MaskRCNN"]),
     ]
 )

@@ -284,8 +284,10 @@ final class Intake: @unchecked Sendable {
 
     /// After the initial scan: queued rows the scan did not schedule (their files are
     /// outside today's folders or patterns, or gone). Present ones run; gone ones fail.
-    func scheduleLeftovers() {
-        queue.sync {
+    /// Runs behind everything submitted so far, then calls `then`.
+    func scheduleLeftovers(then: @escaping @Sendable () -> Void) {
+        queue.async { [self] in
+            defer { then() }
             do {
                 for e in try journal.queued() where !scheduled.contains(e.path) {
                     var st = stat()

@@ -391,7 +391,7 @@ private struct Reader {
 
     func int(_ node: Node, _ section: String, _ key: String, in range: ClosedRange<Int>) throws -> Int {
         let full = Self.dotted(section, key)
-        guard case .scalar = node, node.tag.name == .int, let v = node.int else {
+        guard case .scalar = node, node.tag == Tag(.int), let v = node.int else {
             throw error(node, full, "expected a whole number, found \(Self.kind(node))")
         }
         guard range.contains(v) else { throw error(node, full, "\(v) is outside \(range.lowerBound)...\(range.upperBound)") }
@@ -400,7 +400,7 @@ private struct Reader {
 
     func double(_ node: Node, _ section: String, _ key: String, in range: ClosedRange<Double>) throws -> Double {
         let full = Self.dotted(section, key)
-        guard case .scalar = node, node.tag.name == .int || node.tag.name == .float, let v = node.float, v.isFinite else {
+        guard case .scalar = node, node.tag == Tag(.int) || node.tag == Tag(.float), let v = node.float, v.isFinite else {
             throw error(node, full, "expected a number, found \(Self.kind(node))")
         }
         guard range.contains(v) else { throw error(node, full, "\(v) is outside \(range.lowerBound)...\(range.upperBound)") }

@@ -45,8 +45,11 @@ public struct NameFilter: Sendable, Equatable {
         return !exclude.contains { Self.match($0, name: name, relative: relative, caseFold: false) }
     }
 
+    /// glibc's FNM_CASEFOLD (a GNU extension the Swift importer does not see).
+    static let caseFoldFlag: Int32 = 1 << 4
+
     static func match(_ pattern: String, name: String, relative: String, caseFold: Bool) -> Bool {
-        let flags = caseFold ? FNM_CASEFOLD : 0
+        let flags = caseFold ? caseFoldFlag : 0
         if pattern.contains("/") { return fnmatch(pattern, relative, flags | FNM_PATHNAME) == 0 }
         return fnmatch(pattern, name, flags) == 0
     }
@@ -303,9 +306,9 @@ public final class Watcher: @unchecked Sendable {
         if dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
         var name = ""
         if e.pointee.len > 0 {
-            name = withUnsafePointer(to: &e.pointee.name) { p in
-                p.withMemoryRebound(to: CChar.self, capacity: Int(e.pointee.len)) { String(cString: $0) }
-            }
+            // The name is a flexible array member right after the fixed 16-byte header.
+            let p = (UnsafeRawPointer(e) + MemoryLayout<inotify_event>.size).assumingMemoryBound(to: CChar.self)
+            name = String(cString: p)
         }
         guard !name.isEmpty else { return true }  // an event on the watched folder itself
         let path = dir + "/" + name

@@ -1,0 +1,525 @@
+// `segd watch`: the service. Threads and queues, and who talks to whom:
+//
+//   watcher thread ──found files──▶ intake queue ──ReadyQueue──▶ feeder thread ──submit──▶
+//   StagedPipeline (decode … write) ──onStarted/onFinished──▶ journal, done/ / failed/
+//
+//   lifecycle queue: start, SIGHUP reload, SIGTERM shutdown (one at a time, in order)
+//   control queue:   signal sources, STATUS= and WATCHDOG=1 timers
+//
+// A `Runtime` is everything built from one configuration; start and reload go through the
+// same `startRuntime`, so a reload is "stop taking files, finish what is in flight, build
+// again from the new file". The journal outlives runtimes (unless state_directory changes).
+import Dispatch
+import Foundation
+import Logging
+import Results
+
+public final class Daemon: @unchecked Sendable {
+    public let configPath: String
+    private let log: Logger
+    private let notifier: SystemdNotifier?
+    private let lifecycle = DispatchQueue(label: "segd.lifecycle")
+    private let control = DispatchQueue(label: "segd.control")
+    private let lock = NSLock()
+    private var config: PipelineConfig
+    private var journal: Journal?
+    private var runtime: Runtime?
+    private var signalSources: [DispatchSourceSignal] = []
+    private var timers: [DispatchSourceTimer] = []
+    private let exitSignal = DispatchSemaphore(value: 0)
+    private var exitCode: Int32 = 0
+    private var stopping = false
+    private var busySince: Double?
+    private var sentReady = false
+    let stats = DaemonStats()
+
+    public init(configPath: String, config: PipelineConfig, log: Logger) {
+        self.configPath = configPath
+        self.config = config
+        self.log = log
+        notifier = SystemdNotifier()
+    }
+
+    /// Runs until SIGTERM/SIGINT; returns the exit code (0 after a clean stop, 1 when the
+    /// service could not start).
+    public func run() -> Int32 {
+        DaemonLogHandler.setLevel(config.logLevel.loggerLevel)
+        installSignalHandlers()
+        var started = false
+        lifecycle.sync {
+            do {
+                try start()
+                started = true
+            } catch {
+                log.critical("cannot start", metadata: ["error": "\(error)"])
+            }
+        }
+        guard started else { return 1 }
+        startTimers()
+        exitSignal.wait()
+        return exitCode
+    }
+
+    // MARK: Start, reload, stop
+
+    private func start() throws {
+        let c = config
+        log.info("starting", metadata: ["config": "\(configPath)", "pid": "\(getpid())", "folders": "\(c.inputs.directories.joined(separator: ","))"])
+        let j = try Journal(directory: c.stateDirectory)
+        try recover(j, config: c)
+        let segmenter = try loadModel(c)
+        removeTemporaries(under: c.outputs.directory)
+        lock.withLock { journal = j }
+        try startRuntime(c, segmenter: segmenter, journal: j)
+    }
+
+    private func loadModel(_ c: PipelineConfig) throws -> Segmenter {
+        let (s, ms) = try timed { try Segmenter(weights: c.model.weights, settings: c.inferenceSettings) }
+        log.info("model loaded", metadata: ["weights": "\(c.model.weights)", "name": "\(s.modelInfo.name)",
+                                            "classes": "\(s.modelInfo.classes.count)", "ms": "\(Int(ms))"])
+        return s
+    }
+
+    /// Jobs that were in flight when segd died: retried alone, or failed after max_crashes.
+    private func recover(_ j: Journal, config c: PipelineConfig) throws {
+        let (retried, failed) = try j.recoverAfterCrash(maxCrashes: c.service.maxCrashes)
+        for e in retried {
+            log.warning("retrying an input that was in flight when segd stopped abnormally",
+                        metadata: ["input": "\(e.path)", "job": "\(e.id)", "attempts": "\(e.attempts)"])
+        }
+        let disposer = InputDisposer(after: c.after, prefixRoots: c.inputs.directories.count > 1)
+        for e in failed {
+            log.error("giving up on an input: segd stopped abnormally every time it processed it",
+                      metadata: ["input": "\(e.path)", "job": "\(e.id)", "attempts": "\(e.attempts)"])
+            do {
+                let final = try disposer.failed(path: e.path, root: e.root, relative: e.relative, reason: e.error ?? "crashed",
+                                                attempts: e.attempts, jobID: e.id)
+                try j.setFinalPath(id: e.id, final)
+            } catch {
+                log.error("cannot move failed input", metadata: ["input": "\(e.path)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Temporary files (".name.XXXXXX", AtomicFile's) that a killed write left behind.
+    private func removeTemporaries(under dir: String) {
+        guard let walker = FileManager.default.enumerator(atPath: dir) else { return }
+        var removed = 0
+        while let rel = walker.nextObject() as? String {
+            let name = (rel as NSString).lastPathComponent
+            guard name.hasPrefix("."), name.count > 8 else { continue }
+            let suffix = name.suffix(7)
+            guard suffix.first == ".", suffix.dropFirst().allSatisfy({ $0.isLetter || $0.isNumber }) else { continue }
+            if unlink(dir + "/" + rel) == 0 { removed += 1 }
+        }
+        if removed > 0 { log.notice("removed temporary files left by an interrupted write", metadata: ["count": "\(removed)", "folder": "\(dir)"]) }
+    }
+
+    private func startRuntime(_ c: PipelineConfig, segmenter: Segmenter, journal j: Journal) throws {
+        for dir in c.inputs.directories + [c.outputs.directory] {
+            do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                throw PipelineError.io(path: dir, reason: "cannot create folder: \((error as NSError).localizedDescription)")
+            }
+        }
+        let rt = try Runtime(config: c, segmenter: segmenter, journal: j, log: log, stats: stats)
+        lock.withLock { runtime = rt }
+        rt.start { [weak self] in
+            guard let self else { return }
+            // The initial scan's files are in the journal and queued: now we are ready.
+            self.log.info("ready", metadata: ["queued": "\(rt.intake.ready.count)", "watching": "\(rt.watcher?.mode.rawValue ?? "-")"])
+            self.notifier?.send("READY=1\n" + self.statusLine())
+            self.lock.withLock { self.sentReady = true }
+        }
+    }
+
+    /// SIGHUP: a valid new file replaces the running configuration; an invalid one is
+    /// reported and the running configuration stays.
+    private func reload() {
+        guard !lock.withLock({ stopping }) else { return }
+        log.info("SIGHUP: re-reading configuration", metadata: ["config": "\(configPath)"])
+        let new: PipelineConfig
+        do { new = try PipelineConfig.load(path: configPath) } catch {
+            log.error("new configuration is invalid; keeping the running one", metadata: ["error": "\(error)"])
+            notifier?.send("STATUS=configuration reload failed: \(error); " + statusLine())
+            return
+        }
+        let (old, oldRuntime, oldJournal) = lock.withLock { (config, runtime, journal) }
+        guard new != old else {
+            log.info("configuration unchanged")
+            return
+        }
+        guard let oldRuntime, let oldJournal else { return }
+        notifier?.send("RELOADING=1")
+        lock.withLock { busySince = Self.uptime }
+        defer { lock.withLock { busySince = nil } }
+        if new.workers != old.workers { log.warning("workers takes effect at the next start", metadata: ["workers": "\(new.workers)"]) }
+        var segmenter = oldRuntime.segmenter
+        if new.model != old.model {
+            do { segmenter = try loadModel(new) } catch {
+                log.error("cannot load the new model; keeping the running configuration", metadata: ["error": "\(error)"])
+                notifier?.send("READY=1\nSTATUS=model reload failed; " + statusLine())
+                return
+            }
+        }
+        var j = oldJournal
+        if new.stateDirectory != old.stateDirectory {
+            do {
+                j = try Journal(directory: new.stateDirectory)
+                try recover(j, config: new)
+            } catch {
+                log.error("cannot open the new journal; keeping the running configuration", metadata: ["error": "\(error)"])
+                notifier?.send("READY=1")
+                return
+            }
+        }
+        // Finish what is in flight under the old configuration, then build the new one.
+        oldRuntime.stopIntake()
+        _ = oldRuntime.drain(until: .distantFuture)
+        DaemonLogHandler.setLevel(new.logLevel.loggerLevel)
+        lock.withLock {
+            config = new
+            journal = j
+        }
+        do {
+            try startRuntime(new, segmenter: segmenter, journal: j)
+            log.info("configuration reloaded")
+        } catch {
+            log.error("cannot start with the new configuration; going back to the previous one", metadata: ["error": "\(error)"])
+            DaemonLogHandler.setLevel(old.logLevel.loggerLevel)
+            lock.withLock {
+                config = old
+                journal = oldJournal
+            }
+            do { try startRuntime(old, segmenter: oldRuntime.segmenter, journal: oldJournal) } catch {
+                log.critical("cannot restart the previous configuration either", metadata: ["error": "\(error)"])
+                finish(code: 1)
+            }
+        }
+    }
+
+    /// SIGTERM/SIGINT: stop taking files, let what is in flight finish within
+    /// drain_timeout_s, exit 0. Jobs still running then are returned to the queue (not
+    /// counted as crashes) and run at the next start.
+    private func shutdown(_ signalName: String) {
+        let already = lock.withLock { () -> Bool in
+            defer { stopping = true }
+            return stopping
+        }
+        guard !already else { return }
+        let (c, rt, j) = lock.withLock { (config, runtime, journal) }
+        log.info("\(signalName): stopping; finishing images in flight", metadata: ["bound_s": "\(c.service.drainTimeoutS)"])
+        notifier?.send("STOPPING=1\nSTATUS=stopping: finishing images in flight")
+        guard let rt else { return finish(code: 0) }
+        let deadline = Date().addingTimeInterval(Double(c.service.drainTimeoutS))
+        if rt.stopIntake(until: deadline), rt.drain(until: deadline) {
+            log.info("stopped; everything in flight finished", metadata: ["done": "\(stats.done)", "failed": "\(stats.failed)"])
+            finish(code: 0)
+        } else {
+            let unfinished = rt.unfinishedJobs()
+            do { try j?.returnToQueue(ids: unfinished) } catch {
+                log.error("cannot return unfinished jobs to the queue", metadata: ["error": "\(error)"])
+            }
+            log.warning("stop bound reached; unfinished images go back to the queue for the next start",
+                        metadata: ["unfinished": "\(unfinished.count)", "bound_s": "\(c.service.drainTimeoutS)"])
+            // Stages are still busy on other threads: leave without running exit handlers
+            // under them. The journal's commits are already durable.
+            fflush(nil)
+            _exit(0)
+        }
+    }
+
+    private func finish(code: Int32) {
+        exitCode = code
+        exitSignal.signal()
+    }
+
+    // MARK: Signals, status, watchdog
+
+    private func installSignalHandlers() {
+        for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")] {
+            signal(sig, SIG_IGN)  // delivered to the dispatch source instead
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: control)
+            s.setEventHandler { [weak self] in
+                guard let self else { return }
+                if sig == SIGHUP {
+                    self.lifecycle.async { self.reload() }
+                } else {
+                    // On its own thread: the lifecycle queue may be busy reloading.
+                    self.lifecycle.async { self.shutdown(name) }
+                }
+            }
+            s.resume()
+            signalSources.append(s)
+        }
+    }
+
+    private func startTimers() {
+        let interval = lock.withLock { config.service.statusIntervalS }
+        let status = DispatchSource.makeTimerSource(queue: control)
+        status.schedule(deadline: .now() + .seconds(interval), repeating: .seconds(interval))
+        status.setEventHandler { [weak self] in
+            guard let self, self.lock.withLock({ self.sentReady }) else { return }
+            self.notifier?.send("STATUS=" + self.statusLine())
+        }
+        status.resume()
+        timers.append(status)
+        if let notifier, let every = notifier.watchdogInterval {
+            log.info("watchdog enabled", metadata: ["ping_every_ms": "\(Int(every * 1000))"])
+            let dog = DispatchSource.makeTimerSource(queue: control)
+            dog.schedule(deadline: .now(), repeating: .milliseconds(max(1, Int(every * 1000))))
+            dog.setEventHandler { [weak self] in
+                guard let self else { return }
+                if let problem = self.healthProblem() {
+                    self.log.warning("not feeding the watchdog", metadata: ["reason": "\(problem)"])
+                } else {
+                    notifier.send("WATCHDOG=1")
+                }
+            }
+            dog.resume()
+            timers.append(dog)
+        }
+    }
+
+    static var uptime: Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    /// Why the service is not making progress, or nil when it is: the watcher's loop went
+    /// round recently, and if images are in flight one finished within stall_timeout_s.
+    func healthProblem() -> String? {
+        let (rt, c, busy, isStopping) = lock.withLock { (runtime, config, busySince, stopping) }
+        let stall = Double(c.service.stallTimeoutS)
+        if let busy {
+            // Reloading: loading a model and draining take a while, but not forever.
+            return Self.uptime - busy > stall ? "reload has taken more than \(Int(stall)) s" : nil
+        }
+        guard let rt else { return isStopping ? nil : "not started" }
+        if !isStopping {
+            let age = Date().timeIntervalSince(rt.watcher?.heartbeat ?? Date())
+            // The loop wakes at least once a second; 30 s covers a rescan of a large tree.
+            if age > 30 { return "the watcher thread has not run for \(Int(age)) s" }
+        }
+        let (outstanding, lastProgress) = rt.progress()
+        if outstanding > 0, Self.uptime - lastProgress > stall {
+            return "\(outstanding) images in flight and none finished for \(Int(Self.uptime - lastProgress)) s"
+        }
+        return nil
+    }
+
+    /// "queued 12, in flight 4, done 120, failed 2, 3.40 images/s" (this process's counts).
+    func statusLine() -> String {
+        let rt = lock.withLock { runtime }
+        let waiting = rt?.intake.ready.count ?? 0
+        let outstanding = rt?.progress().outstanding ?? 0
+        return String(format: "queued %d, in flight %d, done %d, failed %d, %.2f images/s",
+                      waiting, outstanding, stats.done, stats.failed, stats.throughput())
+    }
+}
+
+/// Counters of this process, for STATUS= and the logs.
+final class DaemonStats: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _done = 0
+    private var _failed = 0
+    /// Finish times (uptime, s) of the last 256 images.
+    private var recent: [Double] = []
+
+    var done: Int { lock.withLock { _done } }
+    var failed: Int { lock.withLock { _failed } }
+
+    func record(ok: Bool) {
+        lock.withLock {
+            if ok { _done += 1 } else { _failed += 1 }
+            recent.append(Daemon.uptime)
+            if recent.count > 256 { recent.removeFirst(recent.count - 256) }
+        }
+    }
+
+    /// Images per second over the last minute (or since the first of the recent finishes).
+    func throughput() -> Double {
+        lock.withLock {
+            let now = Daemon.uptime
+            let window = recent.filter { now - $0 <= 60 }
+            guard let first = window.first, window.count > 1 else { return 0 }
+            return Double(window.count - 1) / max(now - first, 1e-3)
+        }
+    }
+}
+
+/// Everything built from one configuration: model pipeline, intake, watcher, feeder.
+final class Runtime: @unchecked Sendable {
+    let config: PipelineConfig
+    let segmenter: Segmenter
+    let journal: Journal
+    let intake: Intake
+    let disposer: InputDisposer
+    private(set) var pipeline: StagedPipeline!
+    let watchOptions: WatchOptions
+    private(set) var watcher: Watcher?
+    private let log: Logger
+    private let stats: DaemonStats
+    /// Test hook: decoding a file with this name aborts the process (a poisoned input).
+    private let crashOn = ProcessInfo.processInfo.environment["SEGD_TEST_CRASH_ON"]
+    private let feederDone = DispatchSemaphore(value: 0)
+
+    /// Jobs handed to the pipeline and not finished; started ones (journal: processing).
+    private let flight = NSCondition()
+    private var submitted: [Int64: ReadyItem] = [:]
+    private var started = Set<Int64>()
+    private var lastProgress = Daemon.uptime
+
+    init(config c: PipelineConfig, segmenter: Segmenter, journal: Journal, log: Logger, stats: DaemonStats) throws {
+        config = c
+        self.segmenter = segmenter
+        self.journal = journal
+        self.log = log
+        self.stats = stats
+        let filter = NameFilter(include: c.inputs.include, exclude: c.inputs.exclude)
+        disposer = InputDisposer(after: c.after, prefixRoots: c.inputs.directories.count > 1)
+        intake = Intake(journal: journal, modelHash: segmenter.modelInfo.sha256, filter: filter, disposer: disposer, log: log)
+        var w = WatchOptions(roots: c.inputs.directories, filter: filter)
+        w.recursive = c.inputs.recursive
+        w.excludedDirectories = [c.outputs.directory, c.after.doneDirectory, c.after.failedDirectory, c.stateDirectory]
+        w.stableMs = c.inputs.stableMs
+        w.rescanInterval = Double(c.inputs.rescanIntervalS)
+        w.pollIntervalMs = c.inputs.pollIntervalMs
+        watchOptions = w
+        pipeline = try StagedPipeline(segmenter: segmenter, options: c.pipelineOptions,
+                                      onStarted: { [unowned self] job in jobStarted(job) },
+                                      onFinished: { [unowned self] job in jobFinished(job) })
+    }
+
+    /// Starts the feeder and the watcher; `ready` runs once the initial scan's files are
+    /// journaled and queued.
+    func start(ready: @escaping @Sendable () -> Void) {
+        let feeder = Thread { [self] in
+            feed()
+            feederDone.signal()
+        }
+        feeder.name = "segd.feeder"
+        feeder.start()
+        let intake = intake
+        let w = Watcher(options: watchOptions, log: log, deliver: { files in intake.submit(files) }, initialScanDone: {
+            // Behind the scan's files on the intake queue: runs once they are journaled.
+            intake.scheduleLeftovers(then: ready)
+        })
+        watcher = w
+        w.start()
+    }
+
+    /// Takes ready items and hands them to the pipeline (blocking while it is full).
+    private func feed() {
+        while let item = intake.ready.take() {
+            let stem: String
+            do {
+                stem = try OutputLayout.stem(forRelativePath: disposer.placement(root: item.root, relative: item.relative))
+            } catch {
+                failWithoutRunning(item, reason: "\(error)")
+                continue
+            }
+            let job = Job(id: Int(item.id), inputPath: item.path, outputStem: stem)
+            if item.suspect {
+                // In flight at the last crash: run it alone, so that if it crashes again
+                // only it is charged for the crash.
+                waitUntilIdle()
+                log.info("processing alone (was in flight at a crash)", metadata: ["input": "\(item.path)", "job": "\(item.id)"])
+            }
+            flight.withLock { submitted[item.id] = item }
+            pipeline.submit(job)
+            if item.suspect {
+                pipeline.flushPartialBatch()
+                waitUntilIdle()
+            }
+        }
+    }
+
+    private func waitUntilIdle() {
+        flight.withLock { while !submitted.isEmpty { flight.wait() } }
+    }
+
+    private func failWithoutRunning(_ item: ReadyItem, reason: String) {
+        do {
+            try journal.finish(id: item.id, status: .failed, error: reason, outputs: [], timings: [:], batchSize: nil)
+            let final = try disposer.failed(path: item.path, root: item.root, relative: item.relative, reason: reason, attempts: 0, jobID: item.id)
+            try journal.setFinalPath(id: item.id, final)
+        } catch {
+            log.error("cannot record failure", metadata: ["input": "\(item.path)", "error": "\(error)"])
+        }
+        stats.record(ok: false)
+        intake.release(item.path)
+    }
+
+    /// Decode queue, before the file is read.
+    private func jobStarted(_ job: Job) {
+        let id = Int64(job.id)
+        do { try journal.markProcessing(id: id) } catch {
+            log.error("cannot mark job started", metadata: ["input": "\(job.inputPath)", "error": "\(error)"])
+        }
+        flight.withLock {
+            started.insert(id)
+            lastProgress = Daemon.uptime
+        }
+        if let crashOn, (job.inputPath as NSString).lastPathComponent == crashOn {
+            log.critical("test hook SEGD_TEST_CRASH_ON: aborting while decoding", metadata: ["input": "\(job.inputPath)"])
+            abort()
+        }
+    }
+
+    /// Write queue, after the outputs are written (or the job failed).
+    private func jobFinished(_ job: Job) {
+        let id = Int64(job.id)
+        guard let item = flight.withLock({ submitted[id] }) else { return }
+        let total = job.timings.values.reduce(0, +)
+        do {
+            if let reason = job.error {
+                try journal.finish(id: id, status: .failed, error: reason, outputs: [], timings: job.timings, batchSize: job.batchSize)
+                let attempts = (try? journal.entry(id: id))??.attempts ?? 1
+                let final = try disposer.failed(path: item.path, root: item.root, relative: item.relative, reason: reason,
+                                                attempts: attempts, jobID: id)
+                try journal.setFinalPath(id: id, final)
+                log.warning("failed", metadata: ["input": "\(item.path)", "job": "\(id)", "reason": "\(reason)"])
+            } else {
+                try journal.finish(id: id, status: .done, error: nil, outputs: job.outputs, timings: job.timings, batchSize: job.batchSize)
+                let final = try disposer.succeeded(path: item.path, root: item.root, relative: item.relative)
+                try journal.setFinalPath(id: id, final)
+                log.info("done", metadata: ["input": "\(item.path)", "job": "\(id)", "instances": "\(job.result?.instances.count ?? 0)",
+                                            "batch": "\(job.batchSize)", "ms": "\(Int(total))"])
+            }
+        } catch {
+            log.error("cannot record the end of a job", metadata: ["input": "\(item.path)", "job": "\(id)", "error": "\(error)"])
+        }
+        stats.record(ok: job.error == nil)
+        intake.release(item.path)
+        flight.withLock {
+            submitted[id] = nil
+            started.remove(id)
+            lastProgress = Daemon.uptime
+            flight.broadcast()
+        }
+    }
+
+    /// Stops the watcher and intake; the feeder ends after the submit it may be blocked in.
+    /// False when that did not happen by `deadline`.
+    @discardableResult
+    func stopIntake(until deadline: Date = .distantFuture) -> Bool {
+        watcher?.stop()
+        intake.stop()
+        let wait = deadline == .distantFuture ? DispatchTime.distantFuture : .now() + max(0, deadline.timeIntervalSinceNow)
+        return feederDone.wait(timeout: wait) == .success
+    }
+
+    /// Waits for every submitted job to finish; false when `deadline` passed first.
+    func drain(until deadline: Date) -> Bool {
+        let done = DispatchSemaphore(value: 0)
+        let pipeline = pipeline!
+        Thread.detachNewThread {
+            pipeline.drain()
+            done.signal()
+        }
+        let wait = deadline == .distantFuture ? DispatchTime.distantFuture : .now() + max(0, deadline.timeIntervalSinceNow)
+        return done.wait(timeout: wait) == .success
+    }
+
+    /// Started and not finished: their journal rows say processing.
+    func unfinishedJobs() -> [Int64] { flight.withLock { Array(started) } }
+
+    func progress() -> (outstanding: Int, lastProgress: Double) { flight.withLock { (submitted.count, lastProgress) } }
+}
