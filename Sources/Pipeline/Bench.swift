@@ -72,7 +72,7 @@ public enum Bench {
                 report.gflop["rpn", default: []].append(summary.flops(stage: "rpn") / 1e9)
                 report.gflop["detect", default: []].append(summary.flops(stage: "box_head") / 1e9)
                 report.gflop["mask", default: []].append(summary.flops(stage: "mask_head") / 1e9)
-                log(String(format: "pass %d image %d: %.3f s, %d detections", pass + 1, i + 1, report.totals.last!, out[0].count))
+                log(String(format: "pass %d image %d: %.3f s, %d proposals, %d detections", pass + 1, i + 1, report.totals.last!, props[0].count, out[0].count))
             }
         }
         return report
