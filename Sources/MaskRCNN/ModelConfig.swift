@@ -53,11 +53,11 @@ public struct ModelConfig: Sendable {
         if let v = try floats("image_mean") { imageMean = v }
         if let v = try floats("image_std") { imageStd = v }
         if let v: Float = try number("box_score_thresh") { box.scoreThreshold = v }
-        if let v: Float = try number("box_nms_thresh") { box.nmsThreshold = v }
+        if let v: Double = try number("box_nms_thresh") { box.nmsThreshold = v }
         if let v: Int = try number("box_detections_per_img") { box.detectionsPerImage = v }
         if let v: Int = try number("rpn_pre_nms_top_n_test") { rpn.preNMSTopN = v }
         if let v: Int = try number("rpn_post_nms_top_n_test") { rpn.postNMSTopN = v }
-        if let v: Float = try number("rpn_nms_thresh") { rpn.nmsThreshold = v }
+        if let v: Double = try number("rpn_nms_thresh") { rpn.nmsThreshold = v }
         if let v = try floats("anchor_sizes") { anchors.sizes = v }
         if let v = try floats("aspect_ratios") { anchors.aspectRatios = v }
         guard imageMean.count == 3, imageStd.count == 3 else {

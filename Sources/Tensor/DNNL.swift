@@ -166,6 +166,16 @@ enum MD {
 
     static func any(_ shape: [Int]) throws -> dnnl_memory_desc_t { try make(shape, dnnl_format_tag_any) }
 
+    /// The 4-D layouts oneDNN picks for f32 activations on CPUs (plain, channels-last, blocked).
+    static let activationTags: [dnnl_format_tag_t] = [dnnl_abcd, dnnl_acdb, dnnl_aBcd8b, dnnl_aBcd16b, dnnl_aBcd4b]
+
+    /// The format tag of a 4-D descriptor, when it is one of `activationTags`.
+    static func tag(of md: dnnl_memory_desc_t) -> dnnl_format_tag_t? {
+        guard md.ndims == 4 else { return nil }
+        let shape = withUnsafeBytes(of: md.dims) { Array($0.bindMemory(to: dnnl_dim_t.self).prefix(4)).map { Int($0) } }
+        return activationTags.first { (try? make(shape, $0)).map { equal($0, md) } ?? false }
+    }
+
     static func equal(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t) -> Bool {
         var a = a, b = b
         return dnnl_memory_desc_equal(&a, &b) != 0

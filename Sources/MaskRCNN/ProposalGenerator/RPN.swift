@@ -25,7 +25,8 @@ public struct Proposals: Sendable {
 public struct RPNSettings: Sendable {
     public var preNMSTopN = 1000
     public var postNMSTopN = 1000
-    public var nmsThreshold: Float = 0.7
+    /// Double, as torchvision's NMS compares the IoU with it (see BoxOps.nms).
+    public var nmsThreshold: Double = 0.7
     public var minSize: Float = 1e-3
     public var scoreThreshold: Float = 0.0
     public init() {}

@@ -10,7 +10,8 @@ import Tensor
 
 public struct BoxHeadSettings: Sendable {
     public var scoreThreshold: Float = 0.05
-    public var nmsThreshold: Float = 0.5
+    /// Double, as torchvision's NMS compares the IoU with it (see BoxOps.nms).
+    public var nmsThreshold: Double = 0.5
     public var detectionsPerImage = 100
     public init() {}
 }

@@ -46,7 +46,13 @@ public enum BoxOps {
 
     /// torchvision.ops.nms (CPU kernel): indices of kept boxes, highest score first; a box
     /// is dropped when its IoU with a kept one is > threshold. Sorts once, suppresses in place.
-    public static func nms(boxes: UnsafePointer<Float>, scores: UnsafePointer<Float>, indices: [Int], threshold: Float) -> [Int] {
+    ///
+    /// `threshold` is a Double, and the float32 IoU is compared with it in double, because
+    /// that is what torchvision's kernel does (`double iou_threshold`, `ovr > iou_threshold`).
+    /// Comparing with Float(threshold) differs whenever Float(t) > t (0.3, 0.4, 0.6, …): two
+    /// integer boxes with IoU 3/5 have float IoU 0.6000000238 = Float(0.6), which torchvision
+    /// suppresses at 0.6 and a Float comparison keeps (Tests/MaskRCNNTests/OpTests.testNMS).
+    public static func nms(boxes: UnsafePointer<Float>, scores: UnsafePointer<Float>, indices: [Int], threshold: Double) -> [Int] {
         let order = indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
         let n = order.count
         var suppressed = [Bool](repeating: false, count: n)
@@ -65,7 +71,7 @@ public enum BoxOps {
                 let w = max(0, min(ix2, x2[b]) - max(ix1, x1[b]))
                 let h = max(0, min(iy2, y2[b]) - max(iy1, y1[b]))
                 let inter = w * h
-                if inter / (iarea + area[b] - inter) > threshold { suppressed[b] = true }
+                if Double(inter / (iarea + area[b] - inter)) > threshold { suppressed[b] = true }
             }
         }
         return keep
@@ -75,7 +81,7 @@ public enum BoxOps {
     /// score. torchvision picks between two implementations by size (its "coordinate
     /// trick" offsets each group's boxes by id·(max+1) and runs one NMS, when boxes.numel()
     /// ≤ 4000 on CPU); both are reproduced because the offsets change float rounding.
-    public static func batchedNMS(boxes: [Float], scores: [Float], groups: [Int], threshold: Float) -> [Int] {
+    public static func batchedNMS(boxes: [Float], scores: [Float], groups: [Int], threshold: Double) -> [Int] {
         let n = scores.count
         if n == 0 { return [] }
         if 4 * n <= 4000 {

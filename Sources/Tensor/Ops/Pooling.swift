@@ -34,8 +34,14 @@ public enum Pooling {
               lateral.shape[2] == 2 * top.shape[2], lateral.shape[3] == 2 * top.shape[3] else {
             throw TensorError.shapeMismatch(op: "FPN top-down ×2", expected: [lateral.shape[0], lateral.shape[1], lateral.shape[2] / 2, lateral.shape[3] / 2], got: top.shape)
         }
-        // Both come from FPN convolutions, so they share oneDNN's chosen layout.
-        let src = top
+        // In the FPN both come from convolutions and share oneDNN's chosen layout. When they
+        // do not, oneDNN 2.6 runs its reference resampling, whose sum post-op writes wrong
+        // values (TensorTests.testAddUpsampledNearest, plain top into an nChw8c lateral), so
+        // `top` is first reordered into lateral's layout.
+        var src = top
+        if let layout = MD.tag(of: lateral.desc), MD.tag(of: top.desc) != layout {
+            src = try top.copy(to: MD.make(top.shape, layout))
+        }
         let prim = try cache.get([2] + MD.key(src.desc) + MD.key(lateral.desc)) {
             var s = src.desc
             var d = lateral.desc
