@@ -85,12 +85,19 @@ public struct DaemonLogHandler: LogHandler {
     static func timestamp() -> String {
         var tv = timeval()
         gettimeofday(&tv, nil)
-        var t = time_t(tv.tv_sec)
+        return iso8601(Double(tv.tv_sec), utc: false) + String(format: ".%03d", Int(tv.tv_usec) / 1000)
+    }
+
+    /// "2026-01-31T12:00:00" in local time, or with "Z" in UTC. strftime rather than
+    /// Foundation's ISO8601DateFormatter: that one loads ICU time zone data, which crashed
+    /// (null memset) when first used on a pipeline queue while other stages were running.
+    static func iso8601(_ seconds: Double, utc: Bool) -> String {
+        var t = time_t(seconds)
         var tm = tm()
-        localtime_r(&t, &tm)
+        if utc { gmtime_r(&t, &tm) } else { localtime_r(&t, &tm) }
         var buf = [CChar](repeating: 0, count: 32)
-        strftime(&buf, buf.count, "%Y-%m-%dT%H:%M:%S", &tm)
-        return String(cString: buf) + String(format: ".%03d", Int(tv.tv_usec) / 1000)
+        strftime(&buf, buf.count, utc ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%dT%H:%M:%S", &tm)
+        return String(cString: buf)
     }
 }
 

@@ -110,7 +110,7 @@ struct InputDisposer: Sendable {
             "reason": reason,
             "attempts": attempts,
             "job_id": jobID,
-            "time": ISO8601DateFormatter().string(from: Date()),
+            "time": DaemonLogHandler.iso8601(Date().timeIntervalSince1970, utc: true),
         ]
         let data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
         try AtomicWrite.write(data, to: errorPath + ".error.json")
@@ -224,6 +224,7 @@ final class Intake: @unchecked Sendable {
     }
 
     private func consider(_ f: FoundFile) {
+        log.trace("considering", metadata: ["input": "\(f.path)", "via": "\(f.origin.rawValue)", "scheduled": "\(scheduled.contains(f.path))"])
         guard !scheduled.contains(f.path) else { return }
         var st = stat()
         guard stat(f.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return }  // gone again, or not a file

@@ -257,6 +257,7 @@ extension PipelineConfig {
     static func line(of e: YamlError) -> Int? {
         switch e {
         case let .scanner(_, _, mark, _), let .parser(_, _, mark, _), let .composer(_, _, mark, _): return mark.line
+        case let .duplicatedKeysInMapping(_, context): return context.mark.line
         default: return nil
         }
     }
@@ -265,7 +266,7 @@ extension PipelineConfig {
         switch e {
         case let .scanner(context, problem, _, _), let .parser(context, problem, _, _), let .composer(context, problem, _, _):
             return (context.map { "\($0.text) " } ?? "") + problem
-        case let .duplicatedKeysInMapping(duplicates, _): return "duplicate keys \(duplicates.sorted().joined(separator: ", "))"
+        case let .duplicatedKeysInMapping(duplicates, _): return "a key appears twice: \(duplicates.sorted().joined(separator: ", "))"
         default: return "\(e)"
         }
     }

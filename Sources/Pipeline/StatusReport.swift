@@ -26,9 +26,5 @@ public enum StatusReport {
         return out
     }
 
-    static func time(_ t: Double) -> String {
-        let f = ISO8601DateFormatter()
-        f.timeZone = .current
-        return f.string(from: Date(timeIntervalSince1970: t))
-    }
+    static func time(_ t: Double) -> String { DaemonLogHandler.iso8601(t, utc: false) }
 }

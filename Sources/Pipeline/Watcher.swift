@@ -156,31 +156,28 @@ public final class Watcher: @unchecked Sendable {
         initialScanDone()
         var lastRescan = Self.uptime
         var lastPoll = Self.uptime
+        var lastPendingCheck = 0.0
         while !stopping {
             beat()
             found = []
             if inotify {
-                // Blocks up to 1 s (libinotifytools' timeout is in whole seconds), then
-                // takes whatever else is queued without waiting.
-                var event = inotifytools_next_event(1)
-                var n = 0
-                while let e = event, n < 4096 {
+                // Waits up to 1 s for the next event. libinotifytools' timeout is in whole
+                // seconds and 0 means "block" in this version (3.22), so events are taken one
+                // per round and what they found is handed on at once.
+                if let e = inotifytools_next_event(1) {
                     if !handle(e, into: &found) {
                         inotify = false
                         setMode(.polling)
                         inotifytools_cleanup()
-                        break
                     }
-                    n += 1
-                    event = inotifytools_next_event(0)
-                }
-                if n == 0, inotifytools_error() != 0, inotifytools_error() != EINTR {
+                } else if inotifytools_error() != 0, inotifytools_error() != EINTR {
                     log.error("reading inotify events failed; polling from now on", metadata: ["error": "\(PipelineError.errnoText(inotifytools_error()))"])
                     inotify = false
                     setMode(.polling)
                     inotifytools_cleanup()
+                } else {
+                    movedDirectories.removeAll()  // a MOVED_FROM with no MOVED_TO in a quiet second: moved out
                 }
-                movedDirectories.removeAll()  // a MOVED_FROM whose MOVED_TO did not follow: moved out
             } else {
                 usleep(useconds_t(min(options.pollIntervalMs, 250) * 1000))
                 if Self.uptime - lastPoll >= Double(options.pollIntervalMs) / 1000 {
@@ -188,7 +185,11 @@ public final class Watcher: @unchecked Sendable {
                     for root in options.roots { scan(root, root: root, into: &found) }
                 }
             }
-            checkPending(into: &found)
+            // Stability checks stat each pending file: at most 5 times a second, not per event.
+            if Self.uptime - lastPendingCheck >= 0.2 {
+                lastPendingCheck = Self.uptime
+                checkPending(into: &found)
+            }
             if Self.uptime - lastRescan >= options.rescanInterval {
                 lastRescan = Self.uptime
                 log.debug("periodic rescan")
@@ -312,6 +313,7 @@ public final class Watcher: @unchecked Sendable {
         }
         guard !name.isEmpty else { return true }  // an event on the watched folder itself
         let path = dir + "/" + name
+        log.trace("inotify event", metadata: ["path": "\(path)", "mask": "\(String(mask, radix: 16))"])
         guard let (root, relative) = locate(path) else { return true }
 
         if mask & UInt32(IN_ISDIR) != 0 {

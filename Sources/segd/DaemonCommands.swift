@@ -1,0 +1,90 @@
+// `segd watch`, `segd status`, `segd check-config`: the daemon's command line. The work is
+// in Pipeline (Daemon, Journal, PipelineConfig).
+import ArgumentParser
+import Foundation
+import Logging
+import Pipeline
+
+extension ExitCodes {
+    /// EX_CONFIG: pipeline.yml is invalid (systemd does not restart on it in a loop of
+    /// successes: Restart=on-failure still applies, and the log names the key and line).
+    static let config: Int32 = 78
+}
+
+enum DaemonDefaults {
+    static let config = "/etc/segd/pipeline.yml"
+}
+
+/// Loads pipeline.yml, printing the error (key and line) and exiting 78 when invalid.
+func loadConfig(_ path: String) throws -> PipelineConfig {
+    do { return try PipelineConfig.load(path: path) } catch {
+        FileHandle.standardError.write(Data("segd: \(error)\n".utf8))
+        throw ExitCode(ExitCodes.config)
+    }
+}
+
+struct Watch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the service: watch the input folders and segment every image that arrives.",
+        discussion: "SIGTERM finishes images in flight and exits 0; SIGHUP re-reads the configuration (an invalid file is reported and the running configuration kept). Under systemd (Type=notify) it reports READY=1, STATUS= and feeds the watchdog.")
+
+    @Option(help: "pipeline.yml (every key optional; see the documented one in the repository).")
+    var config: String = DaemonDefaults.config
+
+    func run() throws {
+        let c = try loadConfig(config)
+        // OpenMP reads OMP_NUM_THREADS once, when libgomp loads: set it and start again.
+        if c.workers > 0, ProcessInfo.processInfo.environment["OMP_NUM_THREADS"] != "\(c.workers)" {
+            setenv("OMP_NUM_THREADS", "\(c.workers)", 1)
+            execv("/proc/self/exe", CommandLine.unsafeArgv)
+            FileHandle.standardError.write(Data("segd: cannot restart with OMP_NUM_THREADS=\(c.workers): \(String(cString: strerror(errno))); using the default thread count\n".utf8))
+        }
+        DaemonLogHandler.bootstrap(level: c.logLevel.loggerLevel)
+        let code = Daemon(configPath: config, config: c, log: Logger(label: "segd")).run()
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "What the service's journal says: jobs per status, throughput, recent failures and why.")
+
+    @Option(help: "pipeline.yml naming the state directory.")
+    var config: String = DaemonDefaults.config
+
+    @Option(name: .customLong("state-dir"), help: "The state directory (instead of reading it from --config).")
+    var stateDir: String?
+
+    @Option(help: "How many recent failures to list.")
+    var failures = 10
+
+    func run() throws {
+        let dir = try stateDir ?? loadConfig(config).stateDirectory
+        try Segd.guarded {
+            let journal = try Journal(directory: dir, readOnly: true)
+            print(try StatusReport.text(journal: journal, failures: failures), terminator: "")
+        }
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate a pipeline.yml without running anything (exit 0 valid, 78 invalid).")
+
+    @Argument(help: "The file to check.")
+    var file: String
+
+    func run() throws {
+        let c = try loadConfig(file)
+        var lines = ["\(file): valid"]
+        lines.append("  watch: \(c.inputs.directories.joined(separator: ", "))\(c.inputs.recursive ? " (recursive)" : "")")
+        lines.append("  outputs: \(c.outputs.directory); inputs afterwards: \(c.after.success.rawValue) on success, \(c.after.failure.rawValue) on failure")
+        lines.append("  model: \(c.model.weights); batches of up to \(c.batching.maxBatch), \(c.batching.maxDelayMs) ms")
+        lines.append("  journal: \(c.stateDirectory)")
+        print(lines.joined(separator: "\n"))
+        if !FileManager.default.fileExists(atPath: c.model.weights) {
+            FileHandle.standardError.write(Data("segd: warning: model.weights \(c.model.weights) does not exist (yet); the service will not start without it\n".utf8))
+        }
+    }
+}
