@@ -11,7 +11,7 @@ APT_PACKAGES := pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libfreetype
                 libinotifytools0-dev libsqlite3-dev fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test bench clean
+.PHONY: all deps build run test bench clean install uninstall
 
 all: build
 
@@ -36,3 +36,38 @@ test: deps
 
 clean:
 	rm -rf .build $(OUT)
+
+# `make install`: the binary, the systemd unit (with a sample drop-in beside it), the
+# configuration (never overwriting an existing /etc/segd/pipeline.yml) and the sample
+# model. DESTDIR stages a package; PREFIX moves binary and data (the unit follows).
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /etc/systemd/system
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/segd
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/segd|$(PREFIX)/bin/segd|g' -e 's|/etc/segd/|$(SYSCONFDIR)/segd/|g' \
+	    systemd/segd.service > $(DESTDIR)$(UNITDIR)/segd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/segd.service
+	install -D -m 0644 systemd/segd.service.d/local.conf.sample $(DESTDIR)$(PREFIX)/share/doc/segd/segd.service.d/local.conf.sample
+	install -D -m 0644 pipeline.yml $(DESTDIR)$(PREFIX)/share/doc/segd/pipeline.yml
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/segd/pipeline.yml ]; then \
+	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/segd/pipeline.yml (the shipped one is in $(PREFIX)/share/doc/segd/)"; \
+	else \
+	  install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/segd; \
+	  sed -e 's|/usr/local/share/segd/|$(PREFIX)/share/segd/|g' pipeline.yml > $(DESTDIR)$(SYSCONFDIR)/segd/pipeline.yml; \
+	  chmod 0644 $(DESTDIR)$(SYSCONFDIR)/segd/pipeline.yml; \
+	fi
+	@if [ -e $(WEIGHTS) ]; then \
+	  install -D -m 0644 $(WEIGHTS) $(DESTDIR)$(PREFIX)/share/segd/shapes.safetensors; \
+	else \
+	  echo "warning: $(WEIGHTS) not found: no sample model installed; set model.weights in $(SYSCONFDIR)/segd/pipeline.yml"; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then \
+	  systemctl daemon-reload; echo "installed; start with: systemctl enable --now segd"; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/segd $(DESTDIR)$(UNITDIR)/segd.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/segd $(DESTDIR)$(PREFIX)/share/doc/segd
+	@echo "left in place: $(SYSCONFDIR)/segd/pipeline.yml and /var/lib/segd (results, journal)"
