@@ -34,6 +34,11 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# Speed against the peer (torchvision, same CPU), as ../shared/bench/WORKLOAD.md defines it.
+# PY=path/to/python with torch to include the peer; not part of `make test`.
+bench: build
+	PY=$(PY) tools/bench/run.sh all
+
 clean:
 	rm -rf .build $(OUT)
 
