@@ -89,17 +89,22 @@ def build_model(kind, weights, score):
     return m.eval()
 
 
-def run_torchvision(a):
+def run_torchvision(a, dtype="float32"):
+    """torchvision's detections; dtype float64 runs the same model in double precision,
+    the reference that shows how far any float32 implementation (torchvision's own
+    included) lands from the exact result."""
     import torch
     from pycocotools import mask as mask_util
     torch.set_num_threads(a.threads)
     model = build_model(a.model, a.weights, a.score)
+    if dtype == "float64":
+        model = model.double()
     results = []
     t0 = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, len(a.images), a.tv_batch):
             chunk = a.images[s:s + a.tv_batch]
-            for o in model([load_image(p) for p in chunk]):
+            for o in model([load_image(p).to(getattr(torch, dtype)) for p in chunk]):
                 dets = []
                 masks = (o["masks"][:, 0] >= 0.5).numpy().astype(np.uint8)
                 for b, l, sc, mk in zip(o["boxes"].tolist(), o["labels"].tolist(), o["scores"].tolist(), masks):
@@ -156,6 +161,34 @@ def compare(tv, sg, a):
     return r
 
 
+def box_iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 1.0
+
+
+def matched(ref, got, iou_min=0.95, score_tol=0.01):
+    """Detections of `ref` matched one-to-one (greedy, highest score first) by a detection
+    of `got` with the same label, box IoU >= iou_min and |score difference| <= score_tol:
+    the order-insensitive agreement (two detections with near-equal scores may swap)."""
+    used = set()
+    n = 0
+    for t in sorted(ref, key=lambda d: -d["score"]):
+        best, best_iou = None, iou_min
+        for j, s in enumerate(got):
+            if j in used or s["label"] != t["label"] or abs(s["score"] - t["score"]) > score_tol:
+                continue
+            iou = box_iou(t["box"], s["box"])
+            if iou >= best_iou:
+                best, best_iou = j, iou
+        if best is not None:
+            used.add(best)
+            n += 1
+    return n, max(len(ref), len(got))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="+")
@@ -171,6 +204,8 @@ def main():
     ap.add_argument("--score-tol", type=float, default=1e-4)
     ap.add_argument("--iou-min", type=float, default=0.99)
     ap.add_argument("--json", help="write the full report here")
+    ap.add_argument("--float64", action="store_true",
+                    help="also run torchvision in float64 and report how far torchvision-float32 and segd each are from it")
     a = ap.parse_args()
 
     tmp = None
@@ -181,6 +216,7 @@ def main():
         out_dir = tmp.name
         segd_s = run_segd(a, out_dir)
     tv_all, tv_s = run_torchvision(a)
+    tv64_all = run_torchvision(a, "float64")[0] if a.float64 else None
 
     report = {"images": {}, "seconds": {"torchvision": tv_s, "segd": segd_s},
               "tolerances": {"box": a.box_tol, "score": a.score_tol, "mask_iou": a.iou_min}}
@@ -195,6 +231,18 @@ def main():
               f"score max |d| {r['score_max_diff']:.3g}, mask IoU min {r['mask_iou_min']:.4f}")
         if r["first_problem"]:
             print(f"     first problem: {json.dumps(r['first_problem'])}")
+        m, n = matched(tv, sg)
+        r["matched"] = [m, n]
+        print(f"     matched one-to-one (label, box IoU >= 0.95, |d score| <= 0.01): {m}/{n}")
+        if tv64_all is not None:
+            tv64 = tv64_all[a.images.index(path)]
+            for name, dets in (("torchvision-float32", tv), ("segd", sg)):
+                q = compare(tv64, dets, a)
+                m, n = matched(tv64, dets)
+                r[f"{name}_vs_float64"] = q
+                print(f"     {name} vs torchvision-float64: box max |d| {q['box_max_diff']:.4g} px, "
+                      f"score max |d| {q['score_max_diff']:.3g}, label mismatches {q['label_mismatches']}, "
+                      f"mask IoU min {q['mask_iou_min']:.4f}, matched {m}/{n}")
     n_pass = sum(r["pass"] for r in report["images"].values())
     print(f"verdict: {'PASS' if ok else 'FAIL'} ({n_pass}/{len(a.images)} images within tolerance: boxes "
           f"{a.box_tol} px, same labels in the same order, scores {a.score_tol}, mask IoU >= {a.iou_min})")
