@@ -127,7 +127,7 @@ public final class Daemon: @unchecked Sendable {
             guard let self else { return }
             // The initial scan's files are in the journal and queued: now we are ready.
             self.log.info("ready", metadata: ["queued": "\(rt.intake.ready.count)", "watching": "\(rt.watcher?.mode.rawValue ?? "-")"])
-            self.notifier?.send("READY=1\n" + self.statusLine())
+            self.notifier?.send("READY=1\nSTATUS=" + self.statusLine())
             self.lock.withLock { self.sentReady = true }
         }
     }

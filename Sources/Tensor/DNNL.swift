@@ -85,6 +85,8 @@ public final class Engine: @unchecked Sendable {
 final class Primitive: @unchecked Sendable {
     let pd: dnnl_primitive_desc_t
     let primitive: dnnl_primitive_t
+    /// Scratchpad the primitive needs per execution (user-managed; 0 when none).
+    let scratchpadBytes: Int
 
     /// Takes ownership of `pd`.
     init(pd: dnnl_primitive_desc_t, what: String) throws {
@@ -96,15 +98,20 @@ final class Primitive: @unchecked Sendable {
         }
         self.pd = pd
         self.primitive = p!
+        var md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)!.pointee
+        scratchpadBytes = dnnl_memory_desc_get_size(&md)
     }
 
     /// Creates the descriptor from an op descriptor (any `dnnl_*_desc_t`), then the primitive.
     static func make<D>(_ desc: D, attr: Attr?, what: String) throws -> Primitive {
         var desc = desc
         var pd: dnnl_primitive_desc_t?
-        try withUnsafePointer(to: &desc) { p in
-            try check(dnnl_primitive_desc_create(&pd, p, attr?.handle, Engine.shared.handle, nil),
-                      "dnnl_primitive_desc_create", what)
+        let attr = try attr ?? Attr()
+        try withExtendedLifetime(attr) {
+            try withUnsafePointer(to: &desc) { p in
+                try check(dnnl_primitive_desc_create(&pd, p, attr.handle, Engine.shared.handle, nil),
+                          "dnnl_primitive_desc_create", what)
+            }
         }
         return try Primitive(pd: pd!, what: what)
     }
@@ -130,6 +137,23 @@ final class Primitive: @unchecked Sendable {
             try check(dnnl_memory_create(&m, &d, Engine.shared.handle, t.data), "dnnl_memory_create")
             memories.append(m)
             execArgs.append(dnnl_exec_arg_t(arg: arg, memory: m))
+        }
+        // User-managed scratchpad, one per execution. oneDNN's library-managed one is a
+        // thread_local of the thread that created the primitive (this Debian build has
+        // DNNL_ENABLE_CONCURRENT_EXEC off); pipeline stages run on dispatch queues whose
+        // threads change between calls, and a primitive executed on another thread found a
+        // null scratchpad (memset(NULL) in convolutions, segd batch, OMP_NUM_THREADS=1).
+        var scratchpad: UnsafeMutableRawPointer?
+        defer { free(scratchpad) }
+        if scratchpadBytes > 0 {
+            guard posix_memalign(&scratchpad, 64, scratchpadBytes) == 0, scratchpad != nil else {
+                throw TensorError.dnnl(status: dnnl_out_of_memory, call: "scratchpad", context: "\(scratchpadBytes) bytes")
+            }
+            var m: dnnl_memory_t?
+            var d = md(dnnl_query_scratchpad_md)
+            try check(dnnl_memory_create(&m, &d, Engine.shared.handle, scratchpad), "dnnl_memory_create")
+            memories.append(m)
+            execArgs.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: m))
         }
         try Engine.shared.withStream { stream in
             try check(dnnl_primitive_execute(primitive, stream, Int32(execArgs.count), execArgs), "dnnl_primitive_execute")
@@ -221,6 +245,8 @@ final class Attr {
         var a: dnnl_primitive_attr_t?
         try check(dnnl_primitive_attr_create(&a), "dnnl_primitive_attr_create")
         handle = a!
+        // Scratchpad passed at execution (Primitive.execute): see the note there.
+        try check(dnnl_primitive_attr_set_scratchpad_mode(handle, dnnl_scratchpad_mode_user), "dnnl_primitive_attr_set_scratchpad_mode")
         if sum || relu {
             var po: dnnl_post_ops_t?
             try check(dnnl_post_ops_create(&po), "dnnl_post_ops_create")

@@ -134,8 +134,11 @@ enum Reorder {
         let prim = try cache.get(MD.key(src.desc) + [-1] + MD.key(dst.desc)) {
             var pd: dnnl_primitive_desc_t?
             var s = src.desc, d = dst.desc
-            try check(dnnl_reorder_primitive_desc_create(&pd, &s, Engine.shared.handle, &d, Engine.shared.handle, nil),
-                      "dnnl_reorder_primitive_desc_create", "shape \(src.shape)")
+            let attr = try Attr()  // user-managed scratchpad, as every primitive (DNNL.swift)
+            try withExtendedLifetime(attr) {
+                try check(dnnl_reorder_primitive_desc_create(&pd, &s, Engine.shared.handle, &d, Engine.shared.handle, attr.handle),
+                          "dnnl_reorder_primitive_desc_create", "shape \(src.shape)")
+            }
             return try Primitive(pd: pd!, what: "reorder \(src.shape)")
         }
         try prim.execute([(DNNL_ARG_FROM, src), (DNNL_ARG_TO, dst)])
