@@ -184,7 +184,11 @@ final class Intake: @unchecked Sendable {
     private let log: Logger
     /// Paths queued or in flight in this process (touched on `queue` only).
     private var scheduled = Set<String>()
-    private var stopped = false
+    /// Set from any thread; checked between files, so a stop does not wait for a backlog
+    /// of thousands of files to be hashed first.
+    private let stopLock = NSLock()
+    private var _stopped = false
+    private var stopped: Bool { stopLock.withLock { _stopped } }
 
     init(journal: Journal, modelHash: String, filter: NameFilter, disposer: InputDisposer, log: Logger) {
         self.journal = journal
@@ -211,7 +215,8 @@ final class Intake: @unchecked Sendable {
 
     /// Stops taking files; the ready queue wakes its taker with nil.
     func stop() {
-        queue.sync { stopped = true }
+        stopLock.withLock { _stopped = true }
+        queue.sync {}  // the file being considered, if any, is finished
         ready.close()
     }
 

@@ -313,7 +313,8 @@ private struct Reader {
 
     func unknown(_ node: Node, _ section: String, _ key: String) -> PipelineError {
         let full = section.isEmpty ? key : section + "." + key
-        return .config(path: path, line: node.mark?.line, key: full, reason: "unknown key")
+        // The key's own line: a mapping value starts on the line after it.
+        return .config(path: path, line: lines[full] ?? node.mark?.line, key: full, reason: "unknown key")
     }
 
     static func dotted(_ section: String, _ key: String) -> String { section.isEmpty ? key : section + "." + key }
