@@ -37,6 +37,12 @@ final class DaemonTests: XCTestCase {
         // A hard link: IN_CREATE with no open, taken once its size held still.
         try ws.put(DaemonFixture.png(seed: 5), "linked.png", in: ws.staging)
         XCTAssertEqual(link(ws.staging + "/linked.png", ws.inbox + "/linked.png"), 0)
+        // A new folder tree with a file written at once (before segd can watch the new
+        // folders: the scan of a new folder finds it), and a folder moved in whole.
+        try FileManager.default.createDirectory(atPath: ws.inbox + "/new/deeper", withIntermediateDirectories: true)
+        try ws.put(DaemonFixture.png(seed: 7), "new/deeper/n.png")
+        try ws.put(DaemonFixture.png(seed: 8), "moved-dir/m.png", in: ws.staging)
+        XCTAssertEqual(rename(ws.staging + "/moved-dir", ws.inbox + "/moved-dir"), 0)
         // A slow writer: half the file, a pause three times stable_ms, the rest.
         let slow = DaemonFixture.png(seed: 6, width: 40, height: 30)
         let fd = open(ws.inbox + "/slow.png", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
@@ -48,17 +54,18 @@ final class DaemonTests: XCTestCase {
         _ = slow.suffix(from: half).withUnsafeBytes { write(fd, $0.baseAddress, slow.count - half) }
         close(fd)
 
-        XCTAssertTrue(waitUntil(timeout: 60) { finishedCount(ws) == 6 }, d.log)
+        XCTAssertTrue(waitUntil(timeout: 60) { finishedCount(ws) == 8 }, d.log)
         Thread.sleep(forTimeInterval: 1)  // anything processed twice would show up now
         let rows = try rowsByPath(ws)
-        XCTAssertEqual(Set(rows.keys), Set(["pre1.png", "sub/pre2.jpg", "cp.jpg", "mv.png", "linked.png", "slow.png"].map { ws.inbox + "/" + $0 }))
+        XCTAssertEqual(Set(rows.keys), Set(["pre1.png", "sub/pre2.jpg", "cp.jpg", "mv.png", "linked.png", "slow.png", "new/deeper/n.png",
+                                            "moved-dir/m.png"].map { ws.inbox + "/" + $0 }))
         for (path, entries) in rows {
             XCTAssertEqual(entries.count, 1, "\(path) has \(entries.count) journal rows")
             XCTAssertEqual(entries.first?.status, .done, "\(path): \(entries.first?.error ?? "")")
             XCTAssertEqual(entries.first?.attempts, 1, path)
         }
         // Outputs mirror the tree; the slow file was read whole (its full size).
-        for stem in ["pre1", "sub/pre2", "cp", "mv", "linked", "slow"] {
+        for stem in ["pre1", "sub/pre2", "cp", "mv", "linked", "slow", "new/deeper/n", "moved-dir/m"] {
             let json = try ws.resultJSON(stem)
             XCTAssertEqual(json["schema"] as? String, "segd.result/1")
         }
@@ -66,7 +73,7 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(slowImage["width"] as? Int, 40)
         XCTAssertEqual(slowImage["height"] as? Int, 30)
         // Inputs moved to done/, same relative paths; the inbox is empty.
-        XCTAssertEqual(ws.files(ws.done), ["cp.jpg", "linked.png", "mv.png", "pre1.png", "slow.png", "sub/pre2.jpg"])
+        XCTAssertEqual(ws.files(ws.done), ["cp.jpg", "linked.png", "moved-dir/m.png", "mv.png", "new/deeper/n.png", "pre1.png", "slow.png", "sub/pre2.jpg"])
         XCTAssertEqual(ws.files(ws.inbox), [])
         XCTAssertTrue(d.log.contains("via=close_write") && d.log.contains("via=moved_in") && d.log.contains("via=stable")
                       && d.log.contains("via=scan"), d.log)
@@ -241,7 +248,8 @@ final class DaemonTests: XCTestCase {
         d.send(SIGHUP)
         XCTAssertTrue(d.waitForLog("configuration reloaded"), d.log)
         try ws.put(DaemonFixture.png(seed: 50_001), "after-good-hup.png")
-        XCTAssertTrue(waitUntil(timeout: 30) { FileManager.default.fileExists(atPath: ws.root + "/out2/after-good-hup.json") }, d.log)
+        XCTAssertTrue(waitUntil(timeout: 30) { finishedCount(ws) == 2 }, d.log)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: ws.root + "/out2/after-good-hup.json"), d.log)
         XCTAssertEqual(try ws.journal().filter { $0.status == .done }.count, 2)
         d.send(SIGTERM)
         XCTAssertEqual(d.waitForExit(timeout: 20)?.status, 0)
