@@ -158,6 +158,12 @@ final class SegdDaemon {
         env["WATCHDOG_USEC"] = nil
         env["JOURNAL_STREAM"] = nil
         for (k, v) in environment { env[k] = v }
+        if env["JOURNAL_STREAM"] == "auto" {
+            // As systemd sets it: device and inode of the stream stderr is connected to.
+            var st = stat()
+            stat(logPath, &st)
+            env["JOURNAL_STREAM"] = "\(st.st_dev):\(st.st_ino)"
+        }
         process.environment = env
         let log = FileHandle(forWritingAtPath: logPath)!
         process.standardError = log

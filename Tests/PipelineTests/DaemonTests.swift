@@ -338,9 +338,11 @@ final class DaemonTests: XCTestCase {
     func testWatchLimitFallsBackToPollingAndNamesTheSysctl() throws {
         let ws = try DaemonWorkspace(self)
         try ws.writeConfig()
-        let d = try SegdDaemon(ws, environment: ["SEGD_TEST_INOTIFY_ERROR": "ENOSPC"])
+        let d = try SegdDaemon(ws, environment: ["SEGD_TEST_INOTIFY_ERROR": "ENOSPC", "JOURNAL_STREAM": "auto"])
         XCTAssertTrue(d.waitForLog("ready"), d.log)
-        XCTAssertTrue(d.log.contains("fs.inotify.max_user_watches"), d.log)
+        // Under journald each line carries its syslog priority: <3> error, <6> info.
+        XCTAssertTrue(d.log.split(separator: "\n").contains { $0.hasPrefix("<3>inotify watch limit reached") && $0.contains("fs.inotify.max_user_watches") }, d.log)
+        XCTAssertTrue(d.log.split(separator: "\n").contains { $0.hasPrefix("<6>ready") }, d.log)
         XCTAssertTrue(d.log.contains("watching=polling"), d.log)
         try ws.put(DaemonFixture.png(seed: 90_000), "polled.png")
         XCTAssertTrue(waitUntil(timeout: 30) { finishedCount(ws) == 1 }, d.log)
