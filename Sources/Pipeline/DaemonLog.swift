@@ -96,8 +96,8 @@ public struct DaemonLogHandler: LogHandler {
         var tm = tm()
         if utc { gmtime_r(&t, &tm) } else { localtime_r(&t, &tm) }
         var buf = [CChar](repeating: 0, count: 32)
-        strftime(&buf, buf.count, utc ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%dT%H:%M:%S", &tm)
-        return String(cString: buf)
+        let n = strftime(&buf, buf.count, utc ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%dT%H:%M:%S", &tm)
+        return String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

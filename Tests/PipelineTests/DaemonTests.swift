@@ -289,7 +289,8 @@ final class DaemonTests: XCTestCase {
 
     func testBurstIsBatchedUpToMaxBatch() throws {
         let ws = try DaemonWorkspace(self)
-        try ws.writeConfig(batching: "max_batch: 4\n  max_delay_ms: 500", queues: "bound: 2")
+        try ws.writeConfig(batching: "max_batch: 4\n  max_delay_ms: 500", queues: "bound: 2",
+                           after: "success: delete\n  done_directory: \(ws.done)\n  failed_directory: \(ws.failed)")
         for i in 0..<8 { try ws.put(DaemonFixture.png(seed: 70_000 + i), "b\(i).png", in: ws.staging) }
         let d = try SegdDaemon(ws)
         XCTAssertTrue(d.waitForLog("ready"), d.log)
@@ -305,6 +306,10 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(sizes.contains { $0 > 1 }, "batch sizes \(sizes)")
         XCTAssertTrue(sizes.allSatisfy { $0 <= 4 }, "batch sizes \(sizes)")
         XCTAssertEqual(try ws.journal().compactMap(\.batchSize).sorted(), sizes.sorted())
+        // after.success: delete — the inputs are gone, nothing was moved to done/.
+        XCTAssertEqual(ws.files(ws.inbox), [])
+        XCTAssertEqual(ws.files(ws.done), [])
+        XCTAssertTrue(try ws.journal().allSatisfy { $0.finalPath == nil })
         d.send(SIGTERM)
         XCTAssertEqual(d.waitForExit(timeout: 20)?.status, 0)
     }
