@@ -12,6 +12,10 @@ public final class MaskHead {
     let convs: [Conv2d]
     let deconv: Conv2d
     let logits: Conv2d
+    /// mask_fcn_logits as plain K×C weights and K biases: only the labelled class of each
+    /// detection is ever read, so it is computed for that class alone (1/K of the work,
+    /// and no K×28×28 tensor per detection).
+    let logitWeights: [Float], logitBias: [Float]
     public let layers: [Int]
     public let dimReduced: Int
 
@@ -32,6 +36,8 @@ public final class MaskHead {
                             bias: true, relu: true, transposed: true)
         logits = try w.conv("roi_heads.mask_predictor.mask_fcn_logits", ConvGeometry(inChannels: dimReduced, outChannels: numClasses, kernel: 1),
                             bias: true, relu: false)
+        logitWeights = w.state["roi_heads.mask_predictor.mask_fcn_logits.weight"]!.values
+        logitBias = w.state["roi_heads.mask_predictor.mask_fcn_logits.bias"]!.values
         self.convs = convs
         self.layers = layers
     }
@@ -41,22 +47,40 @@ public final class MaskHead {
         var x = pooler(features, boxes: detections.map(\.boxes), imageSizes: imageSizes)
         guard x.shape[0] > 0 else { return detections.map { _ in [] } }
         for c in convs { x = try c(x) }
-        let y = try logits(deconv(x)).plain()
-        let k = y.shape[1], m = y.shape[2], plane = m * m
-        return y.withFloats { src in
-            var out: [[Float]] = []
-            var r = 0
-            for d in detections {
-                var probs = [Float](repeating: 0, count: d.count * plane)
-                for i in 0..<d.count {
-                    let base = (r * k + d.labels[i]) * plane
-                    for p in 0..<plane { probs[i * plane + p] = Kernels.sigmoid(src[base + p]) }
-                    r += 1
+        // The deconvolution's pre-shuffle output: D×(C·4)×14×14, channel c·4 + dy·2 + dx
+        // holding mask pixel (2y + dy, 2x + dx) of channel c.
+        let y = try deconv.preShuffleOutput(x)
+        let c = dimReduced, s = y.shape[2], m = 2 * s, plane = s * s
+        let labels = detections.flatMap(\.labels)
+        var probs = [Float](repeating: 0, count: labels.count * m * m)
+        y.withFloats { src in
+            probs.withUnsafeMutableBufferPointer { out in
+                Parallel.forEach(labels.count) { r in
+                    let k = labels[r]
+                    var acc = [Float](repeating: logitBias[k], count: 4 * plane)
+                    for ch in 0..<c {
+                        let wkc = logitWeights[k * c + ch]
+                        let base = (r * c * 4 + ch * 4) * plane
+                        for j in 0..<(4 * plane) { acc[j] += wkc * src[base + j] }
+                    }
+                    for sub in 0..<4 {
+                        let dy = sub / 2, dx = sub % 2
+                        for yy in 0..<s {
+                            for xx in 0..<s {
+                                out[r * m * m + (2 * yy + dy) * m + 2 * xx + dx] = Kernels.sigmoid(acc[sub * plane + yy * s + xx])
+                            }
+                        }
+                    }
                 }
-                out.append(probs)
             }
-            return out
         }
+        var result: [[Float]] = []
+        var first = 0
+        for d in detections {
+            result.append(Array(probs[(first * m * m)..<((first + d.count) * m * m)]))
+            first += d.count
+        }
+        return result
     }
 
     /// M: the deconvolution doubles the 14×14 RoIAlign grid.

@@ -146,6 +146,17 @@ public final class Conv2d: @unchecked Sendable {
         }
     }
 
+    /// For a transposed convolution with kernel == stride: its output before the
+    /// depth-to-space shuffle, N×(O·k²)×H×W plain, channel o·k² + dy·k + dx holding output
+    /// pixel (k·y + dy, k·x + dx) of channel o. Lets a following per-pixel op (Mask R-CNN's
+    /// 1×1 class logits) read it without the shuffle.
+    public func preShuffleOutput(_ x: Tensor) throws -> Tensor {
+        guard let pointwise else {
+            throw TensorError.invalidArgument(op: "ConvTranspose2d \(geometry)", reason: "no pre-shuffle form (kernel ≠ stride)")
+        }
+        return try pointwise(x).plain()
+    }
+
     /// y = conv(x) + bias [+ residual] [then ReLU].
     /// - Parameter residual: N×O×H'×W'; when given, it is added (oneDNN sum post-op) and its
     ///   storage is reused for the result when its layout already matches, so the caller
