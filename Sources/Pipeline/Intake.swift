@@ -134,6 +134,11 @@ struct InputDisposer: Sendable {
                 return candidate
             }
             let e = errno
+            if e == EEXIST && sameFile(path, candidate) {
+                // A move interrupted between link and unlink (kill -9): finish it.
+                unlink(path)
+                return candidate
+            }
             if e == EEXIST {
                 n += 1
                 candidate = base + "~\(n)" + (ext.isEmpty ? "" : "." + ext)
@@ -157,6 +162,12 @@ struct InputDisposer: Sendable {
             throw PipelineError.io(path: path, reason: "cannot move to \(candidate): \(PipelineError.errnoText(e))")
         }
     }
+}
+
+/// Whether two paths name the same inode.
+func sameFile(_ a: String, _ b: String) -> Bool {
+    var sa = stat(), sb = stat()
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
 }
 
 /// AtomicFile (Results) with this module's error type.

@@ -228,6 +228,32 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(d.log.contains("stopped"), d.log)
     }
 
+    func testSIGTERMPastTheBoundReturnsUnfinishedWorkToTheQueue() throws {
+        let ws = try DaemonWorkspace(self)
+        try ws.writeConfig(service: "status_interval_s: 1\n  drain_timeout_s: 0")
+        let n = 150
+        for i in 0..<n { try ws.put(DaemonFixture.png(seed: 45_000 + i), "u\(i).png", oldMtime: true) }
+        let d = try SegdDaemon(ws, logName: "first")
+        XCTAssertTrue(waitUntil(timeout: 60) { ws.files(ws.done).count >= 2 }, d.log)
+        d.send(SIGTERM)
+        let exit = d.waitForExit(timeout: 5)
+        XCTAssertEqual(exit?.reason, .exit, d.log)
+        XCTAssertEqual(exit?.status, 0, d.log)
+        XCTAssertTrue(d.log.contains("stop bound reached"), d.log)
+        let rows = try ws.journal()
+        XCTAssertEqual(rows.filter { $0.status == .processing }.count, 0, "interrupted jobs went back to the queue")
+        XCTAssertTrue(rows.filter { $0.status == .queued }.allSatisfy { $0.attempts == 0 }, "a stop is not counted as a crash")
+        // The next start finishes the rest, each input once.
+        let again = try SegdDaemon(ws, logName: "again")
+        XCTAssertTrue(waitUntil(timeout: 90) { finishedCount(ws) == n }, again.log)
+        let byPath = try rowsByPath(ws)
+        XCTAssertEqual(byPath.count, n)
+        XCTAssertTrue(byPath.values.allSatisfy { $0.count == 1 && $0[0].status == .done && $0[0].attempts <= 1 })
+        XCTAssertEqual(Set(ws.files(ws.done)), Set((0..<n).map { "u\($0).png" }))
+        again.send(SIGTERM)
+        XCTAssertEqual(again.waitForExit(timeout: 20)?.status, 0)
+    }
+
     func testSIGHUPWithBrokenFileKeepsRunningOnTheOldConfig() throws {
         let ws = try DaemonWorkspace(self)
         try ws.writeConfig()
