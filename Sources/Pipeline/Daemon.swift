@@ -267,11 +267,16 @@ public final class Daemon: @unchecked Sendable {
             log.info("watchdog enabled", metadata: ["ping_every_ms": "\(Int(every * 1000))"])
             let dog = DispatchSource.makeTimerSource(queue: control)
             dog.schedule(deadline: .now(), repeating: .milliseconds(max(1, Int(every * 1000))))
+            var unhealthy = false  // the control queue is serial: only its handlers touch this
             dog.setEventHandler { [weak self] in
                 guard let self else { return }
                 if let problem = self.healthProblem() {
-                    self.log.warning("not feeding the watchdog", metadata: ["reason": "\(problem)"])
+                    // Logged once when it starts, not at every tick.
+                    if !unhealthy { self.log.error("not feeding the watchdog", metadata: ["reason": "\(problem)"]) }
+                    unhealthy = true
                 } else {
+                    if unhealthy { self.log.notice("progress again; feeding the watchdog") }
+                    unhealthy = false
                     notifier.send("WATCHDOG=1")
                 }
             }
@@ -356,8 +361,10 @@ final class Runtime: @unchecked Sendable {
     private(set) var watcher: Watcher?
     private let log: Logger
     private let stats: DaemonStats
-    /// Test hook: decoding a file with this name aborts the process (a poisoned input).
+    /// Test hooks: decoding a file with this name aborts the process (a poisoned input), or
+    /// never returns (a stuck stage, which the watchdog must notice).
     private let crashOn = ProcessInfo.processInfo.environment["SEGD_TEST_CRASH_ON"]
+    private let hangOn = ProcessInfo.processInfo.environment["SEGD_TEST_HANG_ON"]
     private let feederDone = DispatchSemaphore(value: 0)
 
     /// Jobs handed to the pipeline and not finished; started ones (journal: processing).
@@ -460,6 +467,10 @@ final class Runtime: @unchecked Sendable {
         if let crashOn, (job.inputPath as NSString).lastPathComponent == crashOn {
             log.critical("test hook SEGD_TEST_CRASH_ON: aborting while decoding", metadata: ["input": "\(job.inputPath)"])
             abort()
+        }
+        if let hangOn, (job.inputPath as NSString).lastPathComponent == hangOn {
+            log.critical("test hook SEGD_TEST_HANG_ON: decoding never returns", metadata: ["input": "\(job.inputPath)"])
+            while true { sleep(3600) }
         }
     }
 

@@ -313,6 +313,29 @@ final class DaemonTests: XCTestCase {
         listener.stop()
     }
 
+    func testWatchdogIsNotFedWhenThePipelineStopsMakingProgress() throws {
+        let ws = try DaemonWorkspace(self)
+        try ws.writeConfig(service: "status_interval_s: 1\n  stall_timeout_s: 1")
+        let listener = try NotifyListener(directory: ws.root)
+        defer { listener.stop() }
+        let d = try SegdDaemon(ws, environment: ["NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "400000",
+                                                 "SEGD_TEST_HANG_ON": "stuck.png"])
+        XCTAssertTrue(waitUntil(timeout: 30) { !listener.times(of: "READY=1").isEmpty }, d.log)
+        // Idle is healthy: pings go on with nothing to do.
+        Thread.sleep(forTimeInterval: 1.5)
+        XCTAssertGreaterThanOrEqual(listener.times(of: "WATCHDOG=1").count, 4)
+        try ws.put(DaemonFixture.png(seed: 95_000), "stuck.png")
+        XCTAssertTrue(d.waitForLog("SEGD_TEST_HANG_ON"), d.log)
+        // stall_timeout_s 1: within about a second of the hang the pings stop for good.
+        XCTAssertTrue(d.waitForLog("not feeding the watchdog", timeout: 10), d.log)
+        let quietFrom = Date()
+        Thread.sleep(forTimeInterval: 1.5)
+        XCTAssertEqual(listener.times(of: "WATCHDOG=1").filter { $0 > quietFrom }.count, 0, "a stuck pipeline must not feed the watchdog")
+        XCTAssertTrue(d.log.contains("1 images in flight and none finished"), d.log)
+        d.send(SIGKILL)
+        _ = d.waitForExit(timeout: 5)
+    }
+
     func testBurstIsBatchedUpToMaxBatch() throws {
         let ws = try DaemonWorkspace(self)
         try ws.writeConfig(batching: "max_batch: 4\n  max_delay_ms: 500", queues: "bound: 2",
