@@ -36,8 +36,8 @@ struct Segd: ParsableCommand {
 }
 
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Weights file: torchvision .pth (zip or legacy) or segd .safetensors.")
-    var weights: String = Defaults.weights
+    @Option(help: "Weights file: torchvision .pth (zip or legacy) or segd .safetensors (default: the shipped sample model).")
+    var weights: String?
 
     @Option(help: "Box score threshold (default: the model's, 0.05 for torchvision).")
     var score: Float?
@@ -51,6 +51,8 @@ struct ModelOptions: ParsableArguments {
         s.frozenBNEpsilon = frozenBNEps
         return s
     }
+
+    var weightsPath: String { weights ?? Defaults.weights }
 }
 
 enum Defaults {
@@ -67,13 +69,16 @@ struct Batch: ParsableCommand {
     @Argument(help: "Image files, directories or glob patterns.")
     var inputs: [String]
 
-    @Option(name: .long, help: "Output directory (the input tree is mirrored under it).")
-    var out: String = "out"
+    @Option(name: .long, help: "Output directory (the input tree is mirrored under it; default out, or the config's outputs.directory).")
+    var out: String?
+
+    @Option(help: "pipeline.yml whose model, outputs, batching and limits settings apply; flags override it.")
+    var config: String?
 
     @OptionGroup var model: ModelOptions
 
-    @Option(name: .customLong("mask-threshold"), help: "Mask probability threshold.")
-    var maskThreshold: Float = 0.5
+    @Option(name: .customLong("mask-threshold"), help: "Mask probability threshold (default 0.5).")
+    var maskThreshold: Float?
 
     @Option(name: .customLong("max-detections"), help: "Detections per image at most.")
     var maxDetections: Int?
@@ -90,32 +95,39 @@ struct Batch: ParsableCommand {
     @Flag(help: "Also write instance outlines as polygons in the JSON.")
     var polygons = false
 
-    @Option(name: .customLong("jpeg-quality"), help: "Quality of annotated JPEGs (1-100).")
-    var jpegQuality = 90
+    @Option(name: .customLong("jpeg-quality"), help: "Quality of annotated JPEGs, 1-100 (default 90).")
+    var jpegQuality: Int?
 
-    @Option(name: .customLong("max-batch"), help: "Images per model batch.")
-    var maxBatch = 1
+    @Option(name: .customLong("max-batch"), help: "Images per model batch (default 1).")
+    var maxBatch: Int?
 
     func validate() throws {
-        guard (1...100).contains(jpegQuality) else { throw ValidationError("--jpeg-quality must be 1...100") }
-        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
-        guard (0...1).contains(maskThreshold) else { throw ValidationError("--mask-threshold must be within 0...1") }
+        if let q = jpegQuality, !(1...100).contains(q) { throw ValidationError("--jpeg-quality must be 1...100") }
+        if let b = maxBatch, b < 1 { throw ValidationError("--max-batch must be at least 1") }
+        if let m = maskThreshold, !(0...1).contains(m) { throw ValidationError("--mask-threshold must be within 0...1") }
     }
 
     func run() throws {
         try Segd.guarded {
+            // Settings: defaults, then pipeline.yml, then the flags given.
+            let file = try config.map { try PipelineConfig.load(path: $0) }
+            var s = file?.inferenceSettings ?? InferenceSettings()
+            var options = file?.pipelineOptions ?? PipelineOptions()
+            if file == nil { options.output.directory = "out" }
+            if let v = model.score { s.scoreThreshold = v }
+            if let v = model.frozenBNEps { s.frozenBNEpsilon = v }
+            if let v = maskThreshold { s.maskThreshold = v }
+            if let v = maxDetections { s.maxDetections = v }
+            if let v = out { options.output.directory = v }
+            if let v = maxBatch { options.maxBatch = v }
+            if let v = jpegQuality { options.output.jpegQuality = v }
+            if noAnnotate || jsonOnly { options.output.annotate = false }
+            if polygons { options.output.polygons = true }
+            let weights = model.weights ?? file?.model.weights ?? Defaults.weights
+
             let files = try Inputs.collect(inputs)
             guard !files.isEmpty else { throw PipelineError.noInputs(reason: "\(inputs.joined(separator: " ")) holds no .jpg/.jpeg/.png files") }
-            var s = model.settings
-            s.maskThreshold = maskThreshold
-            s.maxDetections = maxDetections
-            let segmenter = try Segmenter(weights: model.weights, settings: s)
-            var options = PipelineOptions()
-            options.maxBatch = maxBatch
-            options.output.directory = out
-            options.output.annotate = !(noAnnotate || jsonOnly)
-            options.output.jpegQuality = jpegQuality
-            options.output.polygons = polygons
+            let segmenter = try Segmenter(weights: weights, settings: s)
             let progress = Progress(total: files.count)
             let summary = try BatchRun(inputs: files, options: options, skipExisting: skipExisting)
                 .run(segmenter: segmenter) { done, total, job in progress.update(done: done, job: job) }
@@ -139,7 +151,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try Segd.guarded {
-            let segmenter = try Segmenter(weights: model.weights, settings: model.settings)
+            let segmenter = try Segmenter(weights: model.weightsPath, settings: model.settings)
             let report = try Pipeline.Bench.run(model: segmenter.model, imagePaths: images, repeat: `repeat`) { line in
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }

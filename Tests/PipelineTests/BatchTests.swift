@@ -134,6 +134,32 @@ final class BatchTests: XCTestCase {
         XCTAssertEqual(ids.count, 2, "the COCO file covers skipped images too")
     }
 
+    func testConfigFileSettingsApplyAndFlagsOverrideThem() throws {
+        let dir = try scratchDirectory(self)
+        let input = dir.appendingPathComponent("in"), out = dir.appendingPathComponent("from-config")
+        try write(try fixtureImages()[0].encodeJPEG(), to: input.appendingPathComponent("one.jpg"))
+        let config = dir.appendingPathComponent("pipeline.yml")
+        try """
+        model:
+          weights: \(Repo.tinyWeights)
+          max_detections: 5
+        outputs:
+          directory: \(out.path)
+          annotated: false
+        """.write(to: config, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try Segd.run(["batch", input.path, "--config", config.path]).status, 0)
+        let doc = try json(out.appendingPathComponent("one.json"))
+        XCTAssertEqual((doc["instances"] as? [Any])?.count, 5, "model.max_detections from the file")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("one.jpg").path), "outputs.annotated: false")
+        let flagged = dir.appendingPathComponent("flagged")
+        XCTAssertEqual(try Segd.run(["batch", input.path, "--config", config.path, "--max-detections", "3", "--out", flagged.path]).status, 0)
+        XCTAssertEqual((try json(flagged.appendingPathComponent("one.json"))["instances"] as? [Any])?.count, 3, "the flag wins")
+        try "model:\n  wieghts: x.pth\n".write(to: config, atomically: true, encoding: .utf8)
+        let bad = try Segd.run(["batch", input.path, "--config", config.path])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("wieghts") && bad.stderr.contains(":2"), bad.stderr)
+    }
+
     func testUsageErrorsHaveTheirOwnExitCode() throws {
         let r = try Segd.run(["batch", "/nonexistent/dir", "--weights", Repo.tinyWeights])
         XCTAssertEqual(r.status, 64, r.stderr)
