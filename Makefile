@@ -11,7 +11,7 @@ APT_PACKAGES := pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libfreetype
                 libinotifytools0-dev libsqlite3-dev fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test bench clean install uninstall
+.PHONY: all deps build run test bench fuzz clean install uninstall
 
 all: build
 
@@ -38,6 +38,12 @@ test: deps
 # PY=path/to/python with torch to include the peer; not part of `make test`.
 bench: build
 	PY=$(PY) tools/bench/run.sh all
+
+# libFuzzer + ASan harnesses for the JPEG and PNG input paths (fuzz/), FUZZ_SECONDS each;
+# not part of `make test`. Figures and findings: docs/reliability.md.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 clean:
 	rm -rf .build $(OUT)
