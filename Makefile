@@ -32,7 +32,7 @@ run: build
 # fixtures (a tiny model, small images) keep the debug-speed kernels fast enough.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --disable-swift-testing
 
 # Speed against the peer (torchvision, same CPU), as ../shared/bench/WORKLOAD.md defines it.
 # PY=path/to/python with torch to include the peer; not part of `make test`.
