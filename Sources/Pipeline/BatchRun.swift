@@ -46,7 +46,7 @@ public final class BatchRun: @unchecked Sendable {
         let coco = try COCOResultsWriter(directory: outDir)
         let relativeNames = Dictionary(uniqueKeysWithValues: inputs.map { ($0.path, $0.relativePath) })
         let total = inputs.count
-        let pipeline = try StagedPipeline(segmenter: segmenter, options: options) { [self] job in
+        let finished: @Sendable (Job) -> Void = { [self] job in
             let count = lock.withLock {
                 done += 1
                 if let reason = job.error {
@@ -65,8 +65,15 @@ public final class BatchRun: @unchecked Sendable {
             }
             progress(count, total, job)
         }
+        let pipeline = try StagedPipeline(segmenter: segmenter, options: options, onFinished: finished)
         summary.images = inputs.count
         for (i, input) in inputs.enumerated() {
+            if let problem = input.problem {
+                let job = Job(id: i + 1, inputPath: input.path, outputStem: input.stem)
+                job.error = "\(input.path): \(problem)"
+                finished(job)
+                continue
+            }
             if skipExisting && outputsExist(input) {
                 // Still part of this run's COCO file: read back the result written before.
                 let base = (outDir as NSString).appendingPathComponent(input.stem)

@@ -9,6 +9,10 @@ public struct InputFile: Sendable, Equatable {
     public var stem: String
     /// Path relative to the root the user named (COCO file_name).
     public var relativePath: String
+    /// Why the input cannot be processed at all, found while listing (a name that is not
+    /// valid UTF-8: Swift's String, and so every path segd handles, cannot hold it); the
+    /// run reports it as failed with this reason instead of losing it silently.
+    public var problem: String? = nil
 }
 
 public enum Inputs {
@@ -40,7 +44,12 @@ public enum Inputs {
             if fm.fileExists(atPath: arg, isDirectory: &isDir) || (try? fm.destinationOfSymbolicLink(atPath: arg)) != nil {
                 if isDir.boolValue && !isImageName(arg) {
                     let root = arg.hasSuffix("/") ? String(arg.dropLast()) : arg
-                    for rel in try walk(root) { try add(root + "/" + rel, relative: rel) }
+                    let listing = try walk(root)
+                    for rel in listing.names { try add(root + "/" + rel, relative: rel) }
+                    for rel in listing.undecodable {
+                        out.append(InputFile(path: root + "/" + rel, stem: "", relativePath: rel,
+                                             problem: "the file name is not valid UTF-8 (shown with \\x escapes); rename the file to process it"))
+                    }
                 } else {
                     try add(arg, relative: (arg as NSString).lastPathComponent)
                 }
@@ -55,16 +64,32 @@ public enum Inputs {
         return out
     }
 
-    /// Relative paths of image-named entries under root, depth first, sorted per directory.
-    static func walk(_ root: String) throws -> [String] {
+    /// Relative paths of image-named entries under root, depth first, sorted per directory;
+    /// and, apart, image-named entries whose names are not valid UTF-8, with their bytes
+    /// escaped (FileManager drops or mangles those without a word, so readdir is used).
+    static func walk(_ root: String) throws -> (names: [String], undecodable: [String]) {
         var result: [String] = []
+        var undecodable: [String] = []
         func visit(_ rel: String) throws {
             let dir = rel.isEmpty ? root : root + "/" + rel
-            let names: [String]
-            do { names = try FileManager.default.contentsOfDirectory(atPath: dir).sorted() } catch {
-                throw PipelineError.io(path: dir, reason: "cannot list directory: \(error.localizedDescription)")
+            guard let handle = opendir(dir) else {
+                throw PipelineError.io(path: dir, reason: "cannot list directory: \(PipelineError.errnoText())")
             }
-            for name in names {
+            var names: [String] = []
+            while let entry = readdir(handle) {
+                let (name, escaped) = withUnsafePointer(to: &entry.pointee.d_name) { p in
+                    p.withMemoryRebound(to: CChar.self, capacity: 256) { c in
+                        String(validatingCString: c).map { ($0, "") } ?? (nil, Watcher.escapedName(c))
+                    }
+                }
+                if let name {
+                    if name != "." && name != ".." { names.append(name) }
+                } else if isImageName(escaped) {
+                    undecodable.append(rel.isEmpty ? escaped : rel + "/" + escaped)
+                }
+            }
+            closedir(handle)
+            for name in names.sorted() {
                 let childRel = rel.isEmpty ? name : rel + "/" + name
                 let child = root + "/" + childRel
                 var st = stat()
@@ -78,7 +103,7 @@ public enum Inputs {
             }
         }
         try visit("")
-        return result
+        return (result, undecodable)
     }
 
     static func glob(_ pattern: String) -> [String] {

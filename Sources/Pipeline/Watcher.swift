@@ -98,6 +98,8 @@ public final class Watcher: @unchecked Sendable {
     }
     private var pending: [String: Pending] = [:]
     private var movedDirectories: [UInt32: String] = [:]
+    /// Entries already logged as skipped (see `skip`), so a rescan does not repeat the line.
+    private var skippedLogged: Set<String> = []
 
     /// libinotifytools keeps its state in globals: one watcher at a time per process.
     private static let active = NSLock()
@@ -309,7 +311,16 @@ public final class Watcher: @unchecked Sendable {
         if e.pointee.len > 0 {
             // The name is a flexible array member right after the fixed 16-byte header.
             let p = (UnsafeRawPointer(e) + MemoryLayout<inotify_event>.size).assumingMemoryBound(to: CChar.self)
-            name = String(cString: p)
+            guard let valid = Self.name(p) else {
+                let escaped = dir + "/" + Self.escapedName(p)
+                if mask & (UInt32(IN_DELETE) | UInt32(IN_MOVED_FROM)) != 0 {
+                    skippedLogged.remove(escaped)
+                } else if mask & UInt32(IN_ISDIR) == 0, let (_, relative) = locate(escaped), options.filter.accepts(relative: relative) {
+                    skip(escaped, reason: "the name is not valid UTF-8; rename the file to take it")
+                }
+                return true
+            }
+            name = valid
         }
         guard !name.isEmpty else { return true }  // an event on the watched folder itself
         let path = dir + "/" + name
@@ -345,9 +356,14 @@ public final class Watcher: @unchecked Sendable {
             found.append(FoundFile(path: path, root: root, relative: relative, origin: .closedAfterWrite))
         } else if mask & UInt32(IN_MOVED_TO) != 0 {
             pending[path] = nil
-            found.append(FoundFile(path: path, root: root, relative: relative, origin: .movedIn))
+            if let kind = Self.kind(path), kind != S_IFREG {
+                skip(path, reason: Self.describe(kind: kind))  // a link, FIFO or socket moved in
+            } else {
+                found.append(FoundFile(path: path, root: root, relative: relative, origin: .movedIn))
+            }
         } else if mask & (UInt32(IN_DELETE) | UInt32(IN_MOVED_FROM)) != 0 {
             pending[path] = nil
+            skippedLogged.remove(path)
         }
         return true
     }
@@ -368,8 +384,13 @@ public final class Watcher: @unchecked Sendable {
         let stable = Double(options.stableMs) / 1000
         for (path, p) in pending where !p.awaitingClose {
             var st = stat()
-            guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            guard lstat(path, &st) == 0 else {
+                pending[path] = nil  // gone again
+                continue
+            }
+            guard (st.st_mode & S_IFMT) == S_IFREG else {
                 pending[path] = nil
+                skip(path, reason: Self.describe(kind: st.st_mode & S_IFMT))
                 continue
             }
             let size = Int64(st.st_size), mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
@@ -382,6 +403,57 @@ public final class Watcher: @unchecked Sendable {
                 found.append(FoundFile(path: path, root: p.root, relative: p.relative, origin: .stable))
             }
         }
+    }
+
+    // MARK: Skipped entries
+
+    /// Logs, once per path until it goes away, an entry the watcher will not take although
+    /// its name matches: anything but a regular file (a FIFO or socket never yields an
+    /// image; a symbolic link is not followed, since a link dropped into a shared folder
+    /// could hand the service any file it can read, /dev/zero, or a loop, and the startup
+    /// scan never took links either) and names that are not valid UTF-8 (paths, the
+    /// journal and output names are text; the log shows the name with its bytes escaped,
+    /// so that the file can be found and renamed).
+    private func skip(_ path: String, reason: String) {
+        guard !skippedLogged.contains(path) else { return }
+        if skippedLogged.count >= 10_000 { skippedLogged.removeAll() }  // bounded whatever arrives
+        skippedLogged.insert(path)
+        log.warning("skipped input", metadata: ["input": "\(path)", "reason": "\(reason)"])
+    }
+
+    static func describe(kind: mode_t) -> String {
+        switch kind {
+        case S_IFLNK: return "a symbolic link (links are not followed in watched folders)"
+        case S_IFIFO: return "a FIFO, not a regular file"
+        case S_IFSOCK: return "a socket, not a regular file"
+        case S_IFCHR: return "a character device, not a regular file"
+        case S_IFBLK: return "a block device, not a regular file"
+        case S_IFDIR: return "a directory"
+        default: return "not a regular file (type \(String(kind, radix: 8)))"
+        }
+    }
+
+    /// A file name as text: nil when its bytes are not valid UTF-8.
+    static func name(_ p: UnsafePointer<CChar>) -> String? {
+        String(validatingCString: p)
+    }
+
+    /// The name with every byte outside printable ASCII written as \xNN.
+    static func escapedName(_ p: UnsafePointer<CChar>) -> String {
+        var out = ""
+        var q = p
+        while q.pointee != 0 {
+            let b = UInt8(bitPattern: q.pointee)
+            if b >= 0x20 && b < 0x7F && b != 0x5C { out.unicodeScalars.append(Unicode.Scalar(b)) } else { out += "\\x" + String(format: "%02x", b) }
+            q += 1
+        }
+        return out
+    }
+
+    /// The kind of what `path` names itself (links not followed); nil when it is gone.
+    static func kind(_ path: String) -> mode_t? {
+        var st = stat()
+        return lstat(path, &st) == 0 ? st.st_mode & S_IFMT : nil
     }
 
     // MARK: Scanning
@@ -398,13 +470,26 @@ public final class Watcher: @unchecked Sendable {
                 return
             }
             var names: [String] = []
+            var undecodable: [String] = []
             while let ent = readdir(handle) {
-                let name = withUnsafePointer(to: &ent.pointee.d_name) { p in
-                    p.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+                let (name, escaped) = withUnsafePointer(to: &ent.pointee.d_name) { p in
+                    p.withMemoryRebound(to: CChar.self, capacity: 256) { c in
+                        Self.name(c).map { ($0, "") } ?? (nil, Self.escapedName(c))
+                    }
                 }
-                if name != "." && name != ".." { names.append(name) }
+                if let name {
+                    if name != "." && name != ".." { names.append(name) }
+                } else {
+                    undecodable.append(escaped)
+                }
             }
             closedir(handle)
+            for escaped in undecodable {
+                let path = d + "/" + escaped
+                if let (_, relative) = locate(path), options.filter.accepts(relative: relative) {
+                    skip(path, reason: "the name is not valid UTF-8; rename the file to take it")
+                }
+            }
             for name in names.sorted() {
                 let path = d + "/" + name
                 guard let (_, relative) = locate(path) else { continue }
@@ -415,7 +500,11 @@ public final class Watcher: @unchecked Sendable {
                     if options.recursive && options.filter.acceptsDirectory(relative: relative) { visit(path, depth: depth + 1) }
                     continue
                 }
-                guard kind == S_IFREG, options.filter.accepts(relative: relative), pending[path] == nil else { continue }
+                guard options.filter.accepts(relative: relative), pending[path] == nil else { continue }
+                guard kind == S_IFREG else {
+                    skip(path, reason: Self.describe(kind: kind))
+                    continue
+                }
                 let mtime = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
                 if nowWall - mtime >= stable {
                     found.append(FoundFile(path: path, root: root, relative: relative, origin: .scanned))
