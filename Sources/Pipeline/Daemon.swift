@@ -372,6 +372,9 @@ final class Runtime: @unchecked Sendable {
     private var submitted: [Int64: ReadyItem] = [:]
     private var started = Set<Int64>()
     private var lastProgress = Daemon.uptime
+    /// Seconds before an input whose outputs could not be written is offered again (0 after a
+    /// success; doubles up to 60 s while writes keep failing).
+    private var outputRetryDelay: Double = 0
 
     init(config c: PipelineConfig, segmenter: Segmenter, journal: Journal, log: Logger, stats: DaemonStats) throws {
         config = c
@@ -480,7 +483,19 @@ final class Runtime: @unchecked Sendable {
         guard let item = flight.withLock({ submitted[id] }) else { return }
         let total = job.timings.values.reduce(0, +)
         do {
-            if let reason = job.error {
+            if let reason = job.error, job.outputFailureIsTransient {
+                // Not the input's fault: back to the queue (the attempt not counted), and
+                // offered again after a delay that doubles while writes keep failing.
+                try journal.returnToQueue(ids: [id])
+                let delay = flight.withLock { () -> Double in
+                    outputRetryDelay = min(max(outputRetryDelay * 2, 1), 60)
+                    return outputRetryDelay
+                }
+                log.warning("cannot write outputs; input kept queued, retrying", metadata: [
+                    "input": "\(item.path)", "job": "\(id)", "reason": "\(reason)", "retry_in_s": "\(Int(delay))"])
+                let intake = intake, found = FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .scanned)
+                DispatchQueue.global().asyncAfter(deadline: .now() + delay) { intake.submit([found]) }
+            } else if let reason = job.error {
                 try journal.finish(id: id, status: .failed, error: reason, outputs: [], timings: job.timings, batchSize: job.batchSize)
                 let attempts = (try? journal.entry(id: id))??.attempts ?? 1
                 let final = try disposer.failed(path: item.path, root: item.root, relative: item.relative, reason: reason,
@@ -489,6 +504,7 @@ final class Runtime: @unchecked Sendable {
                 log.warning("failed", metadata: ["input": "\(item.path)", "job": "\(id)", "reason": "\(reason)"])
             } else {
                 try journal.finish(id: id, status: .done, error: nil, outputs: job.outputs, timings: job.timings, batchSize: job.batchSize)
+                flight.withLock { outputRetryDelay = 0 }
                 let final = try disposer.succeeded(path: item.path, root: item.root, relative: item.relative)
                 try journal.setFinalPath(id: id, final)
                 log.info("done", metadata: ["input": "\(item.path)", "job": "\(id)", "instances": "\(job.result?.instances.count ?? 0)",

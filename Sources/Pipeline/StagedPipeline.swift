@@ -10,6 +10,7 @@ import Dispatch
 import Foundation
 import Imaging
 import MaskRCNN
+import Results
 
 public struct PipelineOptions: Sendable {
     public var maxBatch = 1
@@ -75,6 +76,11 @@ public final class StagedPipeline: @unchecked Sendable {
                     job.timings["write"] = ms
                 } catch {
                     job.error = "\(error)"
+                    if case let .io(_, _, code) = error as? ResultsError { job.outputErrno = code }
+                    // All of a job's outputs or none: a JSON without its annotated image
+                    // (the disk filled up between the two) is removed again.
+                    for path in job.outputs { unlink(path) }
+                    job.outputs = []
                 }
             }
             finish(job)

@@ -98,6 +98,9 @@ public final class Watcher: @unchecked Sendable {
     }
     private var pending: [String: Pending] = [:]
     private var movedDirectories: [UInt32: String] = [:]
+    /// Device and inode of each root when it was last watched (nil: missing), to notice a
+    /// watched folder deleted and recreated: its old inotify watch died with it.
+    private var rootIdentity: [String: [UInt64]] = [:]
     /// Entries already logged as skipped (see `skip`), so a rescan does not repeat the line.
     private var skippedLogged: Set<String> = []
 
@@ -151,6 +154,8 @@ public final class Watcher: @unchecked Sendable {
     private func run() {
         var inotify = setUpInotify()
         setMode(inotify ? .inotify : .polling)
+        for root in options.roots { rootIdentity[root] = Self.identity(root) }
+        var lastRootCheck = Self.uptime
         var found: [FoundFile] = []
         for root in options.roots { scan(root, root: root, into: &found) }
         if !found.isEmpty { deliver(found) }
@@ -192,6 +197,14 @@ public final class Watcher: @unchecked Sendable {
                 lastPendingCheck = Self.uptime
                 checkPending(into: &found)
             }
+            if inotify && Self.uptime - lastRootCheck >= 1 {
+                lastRootCheck = Self.uptime
+                if !checkRoots(into: &found) {
+                    inotify = false
+                    setMode(.polling)
+                    inotifytools_cleanup()
+                }
+            }
             if Self.uptime - lastRescan >= options.rescanInterval {
                 lastRescan = Self.uptime
                 log.debug("periodic rescan")
@@ -201,6 +214,30 @@ public final class Watcher: @unchecked Sendable {
         }
         if inotify { inotifytools_cleanup() }
         setMode(.stopped)
+    }
+
+    /// A watched folder that was deleted (its watch is gone with it) and has come back, or
+    /// was replaced: watched again and scanned. False when inotify cannot go on.
+    private func checkRoots(into found: inout [FoundFile]) -> Bool {
+        for root in options.roots {
+            let now = Self.identity(root)
+            guard now != rootIdentity[root] else { continue }
+            rootIdentity[root] = now
+            guard now != nil else {
+                log.warning("watched folder is gone; waiting for it to come back", metadata: ["folder": "\(root)"])
+                continue
+            }
+            log.warning("watched folder is back (deleted and recreated, or replaced); watching it again", metadata: ["folder": "\(root)"])
+            guard addWatch(root) else { return false }
+            scan(root, root: root, into: &found)
+        }
+        return true
+    }
+
+    static func identity(_ path: String) -> [UInt64]? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
+        return [UInt64(st.st_dev), UInt64(st.st_ino)]
     }
 
     /// Initializes inotify and watches every root; false (logged) when it cannot and the
