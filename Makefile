@@ -4,7 +4,7 @@
 SWIFT      ?= $(shell command -v swift || echo /opt/swift/usr/bin/swift)
 CONFIG     ?= release
 BIN        := .build/$(CONFIG)/segd
-WEIGHTS    ?= samples/model/shapes.safetensors
+WEIGHTS    ?= samples/model/shapes_r18.safetensors
 OUT        ?= out
 # Debian packages segd builds against (system-library targets) and runs with.
 APT_PACKAGES := pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libfreetype-dev \

@@ -58,7 +58,7 @@ struct ModelOptions: ParsableArguments {
 enum Defaults {
     /// The model segd ships, next to the binary's repository or installed beside it.
     static var weights: String {
-        let candidates = ["samples/model/shapes.safetensors", "/usr/local/share/segd/shapes.safetensors"]
+        let candidates = ["samples/model/shapes_r18.safetensors", "/usr/local/share/segd/shapes.safetensors"]
         return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0]
     }
 }
