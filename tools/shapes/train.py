@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Train the shapes sample model: torchvision's MaskRCNN (model.py) from scratch, on
+scenes generated on the fly by generate.make_scene(seed, i) — iteration t uses scenes
+t*batch .. t*batch+batch-1 of the training seed, so the data, like everything else, is
+a function of the seed, and a resumed run sees exactly the scenes an uninterrupted one
+would have seen.
+
+    nice -n 15 python tools/shapes/train.py --out /tmp/shapes_run --seed 0 --iters 2000
+
+Normalization. No pretrained weights can be downloaded, so the backbone's BatchNorm is
+trained: `nn.BatchNorm2d(eps=1e-5)` in train mode (batch statistics, one image per
+forward so that no padding between images leaks into them) up to --freeze-bn-at (a
+fraction of --iters). There the running statistics are recomputed exactly (cumulative
+average over --bn-calib images, backbone only) and every BatchNorm is put in eval mode
+for the rest of training: from then on the network that is trained computes
+(x - running_mean) / sqrt(running_var + 1e-5) * weight + bias, which is exactly
+torchvision's FrozenBatchNorm2d(eps=1e-5) that segd and export.py use. export.py checks
+the two give the same detections.
+
+Progress goes to OUT/train.log; OUT/ckpt.pt is rewritten every --ckpt-every iterations
+(model, optimizer, RNG state, elapsed time) and `--resume` continues from it. The result
+is OUT/final.pt (state dict with BatchNorm names, config, the command, the duration);
+export.py turns it into the safetensors file.
+"""
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import generate  # noqa: E402
+import model as M  # noqa: E402
+
+TRAIN_KW = dict(  # training-only knobs (inference behaviour is torchvision's default)
+    rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=1000,
+    box_batch_size_per_image=256,
+)
+
+
+def scene_tensors(seed, index):
+    """One training sample as torchvision wants it: (image CHW float [0,1], target)."""
+    pil, instances, meta = generate.make_scene(seed, index)
+    if not meta["png"]:  # the model sees what a JPEG file would hold
+        pil = generate.jpeg_roundtrip(pil, meta["jpeg_quality"])
+    img = torch.from_numpy(np.array(pil, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+    h, w = img.shape[1:]
+    if instances:
+        masks = torch.from_numpy(np.stack([i["mask"] for i in instances])).to(torch.uint8)
+        boxes = []
+        for m in masks:
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
+        boxes = torch.tensor(boxes, dtype=torch.float32)
+        labels = torch.tensor([i["category_id"] for i in instances], dtype=torch.int64)
+    else:
+        masks = torch.zeros((0, h, w), dtype=torch.uint8)
+        boxes = torch.zeros((0, 4), dtype=torch.float32)
+        labels = torch.zeros((0,), dtype=torch.int64)
+    return img, dict(boxes=boxes, labels=labels, masks=masks)
+
+
+class Scenes(torch.utils.data.Dataset):
+    def __init__(self, seed):
+        self.seed = seed
+
+    def __getitem__(self, index):
+        return scene_tensors(self.seed, index)
+
+
+def bn_modules(model):
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def set_train_mode(model, bn_frozen):
+    model.train()
+    if bn_frozen:
+        for m in bn_modules(model):
+            m.eval()
+
+
+@torch.no_grad()
+def calibrate_bn(model, seed, first_index, count, log):
+    """Exact running statistics: cumulative average of per-image batch statistics
+    (the same per-image statistics the network was trained with)."""
+    model.train()
+    for m in bn_modules(model):
+        m.reset_running_stats()
+        m.momentum = None
+    for k in range(count):
+        img, _ = scene_tensors(seed, first_index + k)
+        il, _ = model.transform([img])
+        model.backbone.body(il.tensors)
+    for m in bn_modules(model):
+        m.momentum = 0.1
+    log(f"BatchNorm statistics recomputed over {count} images; BatchNorm frozen from here")
+
+
+def lr_at(it, args):
+    """Linear warm-up, then constant, then x0.1 at each --decay-at fraction of --iters."""
+    if it < args.warmup:
+        return args.lr * (0.001 + 0.999 * it / args.warmup)
+    steps = sum(it >= round(f * args.iters) for f in args.decay_at)
+    return args.lr * (0.1 ** steps)
+
+
+def input_size(it, args, freeze_it):
+    """(min_size, max_size) for iteration `it`: --early-size until BatchNorm is frozen
+    (cheaper iterations while the features take shape), the model's own after."""
+    if it < freeze_it and args.early_size:
+        return args.early_size
+    return (args.min_size, args.max_size)
+
+
+def save_atomic(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="train the segd shapes model (torchvision MaskRCNN)")
+    ap.add_argument("--out", default="/tmp/shapes_run")
+    ap.add_argument("--seed", type=int, default=0, help="training data + init seed")
+    ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=2, help="images per optimizer step (one per forward)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--decay-at", type=lambda v: [float(x) for x in v.split(",")],
+                    default=[0.75, 0.92], help="fractions of --iters where the lr drops x0.1")
+    ap.add_argument("--freeze-bn-at", type=float, default=0.25,
+                    help="fraction of --iters after which BatchNorm runs on frozen statistics")
+    ap.add_argument("--early-size", type=lambda v: tuple(int(x) for x in v.split(",")),
+                    default=(288, 480), help="min,max input size before the BatchNorm freeze")
+    ap.add_argument("--bn-calib", type=int, default=200)
+    ap.add_argument("--min-size", type=int, default=384)
+    ap.add_argument("--max-size", type=int, default=640)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="scene generator processes")
+    ap.add_argument("--ckpt-every", type=int, default=200)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.makedirs(args.out, exist_ok=True)
+    logf = open(os.path.join(args.out, "train.log"), "a")
+
+    def log(msg):
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    # --resume continues a run exactly (same scenes, same RNG state), so it is not part
+    # of the command that describes the result
+    command = "tools/shapes/train.py " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:] if a != "--resume")
+    cfg = M.Config(min_size=args.min_size, max_size=args.max_size)
+    torch.manual_seed(args.seed)
+    model = M.build(cfg, frozen=False, **TRAIN_KW)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.AdamW([dict(params=decay, weight_decay=args.weight_decay),
+                             dict(params=no_decay, weight_decay=0.0)], lr=args.lr)
+    freeze_it = int(round(args.freeze_bn_at * args.iters))
+    calib_first = 10_000_000  # scene indices for calibration, far from the training ones
+
+    start, elapsed, cpu, bn_frozen = 0, 0.0, 0.0, False
+    ckpt_path = os.path.join(args.out, "ckpt.pt")
+    if args.resume and os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        torch.set_rng_state(ck["torch_rng"])
+        start, elapsed, bn_frozen = ck["iter"], ck["elapsed"], ck["bn_frozen"]
+        cpu = ck.get("cpu", 0.0)
+        log(f"resumed at iteration {start} ({elapsed / 60:.1f} min done)")
+    else:
+        log(f"start: {command}")
+        log(f"config {cfg.to_json()} train {json.dumps(TRAIN_KW)} "
+            f"params {M.param_count(model)} threads {args.threads}")
+
+    def checkpoint(it):
+        save_atomic(dict(model=model.state_dict(), opt=opt.state_dict(), iter=it,
+                         elapsed=elapsed, cpu=cpu, bn_frozen=bn_frozen,
+                         torch_rng=torch.get_rng_state(), args=vars(args)), ckpt_path)
+
+    # scenes are generated one step ahead in a worker process (pure function of the index)
+    loader = iter(torch.utils.data.DataLoader(
+        Scenes(args.seed), batch_size=None, num_workers=args.workers,
+        sampler=range(start * args.batch, args.iters * args.batch),
+        prefetch_factor=4 if args.workers else None,
+        generator=torch.Generator().manual_seed(args.seed)))  # leaves the global RNG alone
+    set_train_mode(model, bn_frozen)
+    t_last, c_last = time.time(), time.process_time()
+    sums, n_sums = {}, 0
+    for it in range(start, args.iters):
+        size = input_size(it, args, freeze_it)
+        if (model.transform.min_size[0], model.transform.max_size) != size:
+            model.transform.min_size, model.transform.max_size = (size[0],), size[1]
+            log(f"input size min {size[0]} max {size[1]} from iteration {it}")
+        if it == freeze_it and not bn_frozen and freeze_it < args.iters:
+            calibrate_bn(model, args.seed, calib_first, args.bn_calib, log)
+            bn_frozen = True
+            set_train_mode(model, bn_frozen)
+        lr = lr_at(it, args)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        for k in range(args.batch):
+            img, target = next(loader)
+            losses = model([img], [target])
+            loss = sum(losses.values()) / args.batch
+            loss.backward()
+            for name, v in losses.items():
+                sums[name] = sums.get(name, 0.0) + v.item()
+            n_sums += 1
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        now = time.time()
+        elapsed += now - t_last
+        t_last = now
+        cpu += time.process_time() - c_last  # main process only (not the scene worker)
+        c_last = time.process_time()
+        if (it + 1) % args.log_every == 0 or it + 1 == args.iters:
+            parts = " ".join(f"{k[5:]} {v / n_sums:.4f}" for k, v in sums.items())
+            total = sum(sums.values()) / n_sums
+            log(f"it {it + 1}/{args.iters} loss {total:.4f} ({parts}) lr {lr:.2e} "
+                f"gnorm {float(grad_norm):.2f} {'bnfrozen ' if bn_frozen else ''}"
+                f"elapsed {elapsed / 60:.1f} min cpu {cpu / 60:.1f} min load {os.getloadavg()[0]:.1f}")
+            sums, n_sums = {}, 0
+        if (it + 1) % args.ckpt_every == 0:
+            checkpoint(it + 1)
+
+    model.transform.min_size, model.transform.max_size = (args.min_size,), args.max_size
+    if not bn_frozen:  # --freeze-bn-at 1.0: calibrate at the end so the stats are exact
+        calibrate_bn(model, args.seed, calib_first, args.bn_calib, log)
+    final = os.path.join(args.out, "final.pt")
+    save_atomic(dict(state_dict=model.state_dict(), config=json.loads(cfg.to_json()),
+                     command=command, train_seconds=elapsed, train_cpu_seconds=cpu,
+                     iters=args.iters,
+                     batch=args.batch, threads=args.threads), final)
+    checkpoint(args.iters)
+    log(f"done: {args.iters} iterations in {elapsed / 60:.1f} min wall "
+        f"({cpu / 60:.1f} min CPU, main process) -> {final}")
+
+
+if __name__ == "__main__":
+    main()
