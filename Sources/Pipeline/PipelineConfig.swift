@@ -48,6 +48,7 @@ public struct PipelineConfig: Sendable, Equatable {
         public var annotated = true
         public var jpegQuality = 90
         public var polygons = false
+        public var annotateMinScore = 0.5
     }
 
     public struct After: Sendable, Equatable {
@@ -155,6 +156,7 @@ extension PipelineConfig {
                 case "annotated": c.outputs.annotated = try r.bool(n, key, k)
                 case "jpeg_quality": c.outputs.jpegQuality = try r.int(n, key, k, in: 1...100)
                 case "polygons": c.outputs.polygons = try r.bool(n, key, k)
+                case "annotate_min_score": c.outputs.annotateMinScore = try r.double(n, key, k, in: 0...1)
                 default: throw r.unknown(n, key, k)
                 }
             }
@@ -294,6 +296,7 @@ extension PipelineConfig {
         o.output.annotate = outputs.annotated
         o.output.jpegQuality = outputs.jpegQuality
         o.output.polygons = outputs.polygons
+        o.output.annotateMinScore = Float(outputs.annotateMinScore)
         o.decode.limits.maxPixels = inputs.maxPixels
         return o
     }

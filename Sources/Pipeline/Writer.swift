@@ -12,6 +12,11 @@ public struct OutputOptions: Sendable {
     public var annotate = true
     public var jpegQuality = 90
     public var polygons = false
+    /// Instances drawn on the annotated image score at least this: the JSON keeps every
+    /// detection above the model's threshold (0.05), but a picture with dozens of
+    /// low-confidence outlines hides the detections people look for (detectron2's demo
+    /// draws from 0.5 as well).
+    public var annotateMinScore: Float = 0.5
     public init() {}
 }
 
@@ -55,7 +60,7 @@ final class Writer: @unchecked Sendable {
         if options.annotate, let font {
             var image = decoded.image
             let classes = segmenter.modelInfo.classes
-            let overlay = (0..<det.count).map { i -> OverlayInstance in
+            let overlay = (0..<det.count).filter { det.scores[$0] >= options.annotateMinScore }.map { i -> OverlayInstance in
                 let m = masks[i], b = det.box(i)
                 return OverlayInstance(mask: OverlayMask(x0: m.x0, y0: m.y0, width: m.width, height: m.height, pixels: m.pixels),
                                        box: OverlayBox(x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2),

@@ -101,6 +101,9 @@ struct Batch: ParsableCommand {
     @Option(name: .customLong("max-batch"), help: "Images per model batch (default 1).")
     var maxBatch: Int?
 
+    @Option(name: .customLong("annotate-score"), help: "Draw instances scoring at least this on the annotated images (default 0.5; the JSON keeps all).")
+    var annotateScore: Float?
+
     func validate() throws {
         if let q = jpegQuality, !(1...100).contains(q) { throw ValidationError("--jpeg-quality must be 1...100") }
         if let b = maxBatch, b < 1 { throw ValidationError("--max-batch must be at least 1") }
@@ -123,6 +126,7 @@ struct Batch: ParsableCommand {
             if let v = jpegQuality { options.output.jpegQuality = v }
             if noAnnotate || jsonOnly { options.output.annotate = false }
             if polygons { options.output.polygons = true }
+            if let v = annotateScore { options.output.annotateMinScore = v }
             let weights = model.weights ?? file?.model.weights ?? Defaults.weights
 
             let files = try Inputs.collect(inputs)
