@@ -45,7 +45,7 @@ def read_segd_instances(path):
         doc = json.load(f)
     out = []
     for inst in doc["instances"]:
-        seg = inst["segmentation"]
+        seg = inst["segmentation"] if "segmentation" in inst else inst["mask"]
         out.append(dict(category_id=int(inst["category_id"]), score=float(inst["score"]),
                         bbox=[float(v) for v in inst["box"]],
                         segmentation=dict(size=list(seg["size"]), counts=seg["counts"])))
