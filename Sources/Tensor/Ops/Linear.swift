@@ -2,12 +2,15 @@
 // optional fused ReLU. Input and output stay plain row-major: the box head's inputs come
 // from RoIAlign and its outputs are read by Swift code.
 import CDNNL
+import Foundation
 
 public final class Linear: @unchecked Sendable {
     public let inFeatures: Int
     public let outFeatures: Int
     public let relu: Bool
-    let weight: Tensor  // O×I, PyTorch's layout
+    /// O×I, PyTorch's layout until the first primitive reorders it; one copy kept (as Conv2d).
+    private var weight: Tensor
+    private let weightLock = NSLock()
     let bias: Tensor
     private let plans = PrimitiveCache<(Primitive, Tensor)>()
 
@@ -41,7 +44,12 @@ public final class Linear: @unchecked Sendable {
             try check(dnnl_inner_product_forward_desc_init(&desc, dnnl_forward_inference, &s, &wd, &b, &d),
                       "dnnl_inner_product_forward_desc_init", what)
             let prim = try Primitive.make(desc, attr: try Attr(relu: relu), what: what)
-            return (prim, try weight.reordered(to: prim.md(dnnl_query_weights_md)))
+            let w = try weightLock.withLock {
+                let w = try weight.reordered(to: prim.md(dnnl_query_weights_md))
+                weight = w
+                return w
+            }
+            return (prim, w)
         }
         try prim.execute([(DNNL_ARG_SRC, src), (DNNL_ARG_WEIGHTS, w), (DNNL_ARG_BIAS, bias), (DNNL_ARG_DST, out)])
         return out
