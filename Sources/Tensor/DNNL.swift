@@ -53,6 +53,13 @@ public final class Engine: @unchecked Sendable {
     private let lock = NSLock()
 
     private init() throws {
+        // Tensors of 4 MB and more (feature maps, weights) get their own mmap and go back
+        // to the system when freed. glibc's default threshold adapts upwards after the
+        // first large free and then serves them from a heap that never shrinks: RSS grew
+        // image after image in long batch runs.
+        // (mallopt is not in Swift's Glibc module; M_MMAP_THRESHOLD is -3 in malloc.h.)
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        if let sym = dlsym(nil, "mallopt") { _ = unsafeBitCast(sym, to: Mallopt.self)(-3, 4 << 20) }
         var e: dnnl_engine_t?
         try check(dnnl_engine_create(&e, dnnl_cpu, 0), "dnnl_engine_create")
         handle = e!
