@@ -221,7 +221,10 @@ public final class Watcher: @unchecked Sendable {
     private func checkRoots(into found: inout [FoundFile]) -> Bool {
         for root in options.roots {
             let now = Self.identity(root)
-            guard now != rootIdentity[root] else { continue }
+            // Same identity and still watched: nothing happened. (A watch can be gone with
+            // the identity unchanged when the folder was recreated on the same inode.)
+            let watched = inotifytools_wd_from_filename(root + "/") >= 0 || inotifytools_wd_from_filename(root) >= 0
+            guard now != rootIdentity[root] || (now != nil && !watched) else { continue }
             rootIdentity[root] = now
             guard now != nil else {
                 log.warning("watched folder is gone; waiting for it to come back", metadata: ["folder": "\(root)"])
@@ -340,7 +343,18 @@ public final class Watcher: @unchecked Sendable {
             for root in options.roots { scan(root, root: root, into: &found) }
             return true
         }
-        if mask & UInt32(IN_IGNORED) != 0 { return true }
+        if mask & UInt32(IN_IGNORED) != 0 {
+            // The kernel dropped a watch (its folder was deleted). For a root, forget its
+            // identity so that checkRoots watches it again once it exists: a folder
+            // recreated at once often gets the same inode number back, so comparing
+            // identities alone misses it.
+            if let c = inotifytools_filename_from_wd(e.pointee.wd) {
+                var path = String(cString: c)
+                if path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+                if options.roots.contains(path) { rootIdentity[path] = nil }
+            }
+            return true
+        }
         guard let dirC = inotifytools_filename_from_wd(e.pointee.wd) else { return true }
         var dir = String(cString: dirC)
         if dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
