@@ -5,7 +5,7 @@ t*batch .. t*batch+batch-1 of the training seed, so the data, like everything el
 a function of the seed, and a resumed run sees exactly the scenes an uninterrupted one
 would have seen.
 
-    nice -n 15 python tools/shapes/train.py --out /tmp/shapes_run --seed 0 --iters 2000
+    nice -n 15 python tools/shapes/train.py --out /tmp/shapes_run --seed 0 --iters 3000 --freeze-bn-at 0.1667
 
 Normalization. No pretrained weights can be downloaded, so the backbone's BatchNorm is
 trained: `nn.BatchNorm2d(eps=1e-5)` in train mode (batch statistics, one image per
