@@ -40,7 +40,7 @@ VAL_SEED, VAL_COUNT = 1000, 200
 def read_segd_instances(path):
     """segd per-image JSON -> [{category_id, score, bbox [x,y,w,h], segmentation RLE}].
     The only place that knows segd's schema: {"instances": [{"category_id", "score",
-    "box": [x, y, w, h], "segmentation": {"size": [h, w], "counts": str}}, ...]}."""
+    "box": [x, y, w, h], "segmentation" (or "mask"): {"size": [h, w], "counts": str}}, ...]}."""
     with open(path) as f:
         doc = json.load(f)
     out = []
