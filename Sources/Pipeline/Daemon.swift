@@ -215,7 +215,7 @@ public final class Daemon: @unchecked Sendable {
             log.info("stopped; everything in flight finished", metadata: ["done": "\(stats.done)", "failed": "\(stats.failed)"])
             finish(code: 0)
         } else {
-            let unfinished = rt.unfinishedJobs()
+            let unfinished = rt.closeStartsAndListUnfinished()
             do { try j?.returnToQueue(ids: unfinished) } catch {
                 log.error("cannot return unfinished jobs to the queue", metadata: ["error": "\(error)"])
             }
@@ -371,6 +371,11 @@ final class Runtime: @unchecked Sendable {
     private let flight = NSCondition()
     private var submitted: [Int64: ReadyItem] = [:]
     private var started = Set<Int64>()
+    /// Held from a job's journal mark to its entry in `started`, so that the list taken at a
+    /// stop bound holds every row marked processing (a CI run once left one row processing
+    /// with its attempt counted: a job started between the list and the requeue).
+    private let startGate = NSLock()
+    private var startsClosed = false
     private var lastProgress = Daemon.uptime
     /// Seconds before an input whose outputs could not be written is offered again (0 after a
     /// success; doubles up to 60 s while writes keep failing).
@@ -460,6 +465,13 @@ final class Runtime: @unchecked Sendable {
     /// Decode queue, before the file is read.
     private func jobStarted(_ job: Job) {
         let id = Int64(job.id)
+        startGate.lock()
+        if startsClosed {
+            // The stop bound passed and the process is about to _exit: park this stage
+            // thread rather than start an input the journal would then call interrupted.
+            startGate.unlock()
+            while true { sleep(3600) }
+        }
         do { try journal.markProcessing(id: id) } catch {
             log.error("cannot mark job started", metadata: ["input": "\(job.inputPath)", "error": "\(error)"])
         }
@@ -467,6 +479,7 @@ final class Runtime: @unchecked Sendable {
             started.insert(id)
             lastProgress = Daemon.uptime
         }
+        startGate.unlock()
         if let crashOn, (job.inputPath as NSString).lastPathComponent == crashOn {
             log.critical("test hook SEGD_TEST_CRASH_ON: aborting while decoding", metadata: ["input": "\(job.inputPath)"])
             abort()
@@ -545,8 +558,14 @@ final class Runtime: @unchecked Sendable {
         return done.wait(timeout: wait) == .success
     }
 
-    /// Started and not finished: their journal rows say processing.
-    func unfinishedJobs() -> [Int64] { flight.withLock { Array(started) } }
+    /// After the stop bound: no job starts from now on; returns those started and not
+    /// finished (their journal rows say processing).
+    func closeStartsAndListUnfinished() -> [Int64] {
+        startGate.withLock {
+            startsClosed = true
+            return flight.withLock { Array(started) }
+        }
+    }
 
     func progress() -> (outstanding: Int, lastProgress: Double) { flight.withLock { (submitted.count, lastProgress) } }
 }
