@@ -101,6 +101,9 @@ public final class Watcher: @unchecked Sendable {
     /// Device and inode of each root when it was last watched (nil: missing), to notice a
     /// watched folder deleted and recreated: its old inotify watch died with it.
     private var rootIdentity: [String: [UInt64]] = [:]
+    /// A root that exists but could not be watched (EACCES, say): when to try again, and the
+    /// current delay (1 s doubling to 60 s), so that it is not retried and logged every second.
+    private var rootRetry: [String: (at: Double, delay: Double)] = [:]
     /// Entries already logged as skipped (see `skip`), so a rescan does not repeat the line.
     private var skippedLogged: Set<String> = []
 
@@ -224,14 +227,27 @@ public final class Watcher: @unchecked Sendable {
             // Same identity and still watched: nothing happened. (A watch can be gone with
             // the identity unchanged when the folder was recreated on the same inode.)
             let watched = inotifytools_wd_from_filename(root + "/") >= 0 || inotifytools_wd_from_filename(root) >= 0
-            guard now != rootIdentity[root] || (now != nil && !watched) else { continue }
+            guard now != rootIdentity[root] || (now != nil && !watched) else {
+                rootRetry[root] = nil
+                continue
+            }
+            let changed = now != rootIdentity[root]
+            if !changed, let retry = rootRetry[root], Self.uptime < retry.at { continue }
             rootIdentity[root] = now
             guard now != nil else {
                 log.warning("watched folder is gone; waiting for it to come back", metadata: ["folder": "\(root)"])
                 continue
             }
-            log.warning("watched folder is back (deleted and recreated, or replaced); watching it again", metadata: ["folder": "\(root)"])
-            guard addWatch(root) else { return false }
+            if changed {
+                log.warning("watched folder is back (deleted and recreated, or replaced); watching it again", metadata: ["folder": "\(root)"])
+            }
+            guard addWatch(root, quiet: !changed) else { return false }  // same folder: already reported
+            if inotifytools_wd_from_filename(root + "/") >= 0 || inotifytools_wd_from_filename(root) >= 0 {
+                rootRetry[root] = nil
+            } else {
+                let delay = min(max((rootRetry[root]?.delay ?? 0) * 2, 1), 60)
+                rootRetry[root] = (Self.uptime + delay, delay)
+            }
             scan(root, root: root, into: &found)
         }
         return true
@@ -266,10 +282,14 @@ public final class Watcher: @unchecked Sendable {
 
     /// Watches `dir` (and below, when recursive); false after reporting a failure that
     /// means inotify cannot go on (out of watches).
-    private func addWatch(_ dir: String) -> Bool {
+    private func addWatch(_ dir: String, quiet: Bool = false) -> Bool {
         let excluded = options.excludedDirectories + hiddenBelow(dir)
         let ok: Int32
-        if options.recursive {
+        // Test hook: this folder cannot be watched, as if unreadable (root can read anything).
+        let unwatchable = ProcessInfo.processInfo.environment["SEGD_TEST_UNWATCHABLE"] == dir
+        if unwatchable {
+            ok = 0
+        } else if options.recursive {
             var cStrings = excluded.map { strdup($0) } + [nil]
             defer { for p in cStrings { free(p) } }
             ok = cStrings.withUnsafeMutableBufferPointer { buf in
@@ -281,9 +301,12 @@ public final class Watcher: @unchecked Sendable {
             ok = inotifytools_watch_file(dir, Int32(bitPattern: Self.fileEvents))
         }
         if ok != 0 { return true }
-        let e = inotifytools_error()
+        let e = unwatchable ? EACCES : inotifytools_error()
         if e == ENOENT || e == EACCES {
-            log.warning("cannot watch folder", metadata: ["folder": "\(dir)", "error": "\(PipelineError.errnoText(e))"])
+            if !quiet {
+                log.warning("cannot watch folder; files in it are found by the periodic rescan", metadata: [
+                    "folder": "\(dir)", "error": "\(PipelineError.errnoText(e))"])
+            }
             return true  // gone or unreadable; the rescan sees it if it comes back
         }
         reportInotifyFailure(e, path: dir)

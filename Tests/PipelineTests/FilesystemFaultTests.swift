@@ -125,6 +125,24 @@ final class FilesystemFaultTests: XCTestCase {
         XCTAssertEqual(d.waitForExit(timeout: 20)?.status, 0)
     }
 
+    /// A watched folder that exists but cannot be watched (EACCES, faked by a test hook: the
+    /// tests run as root): said once, retried with a back-off (1, 2, 4 … 60 s) instead of
+    /// every second, and its files are still found by the rescan.
+    func testUnwatchableFolderIsReportedOnceAndRetriedWithBackOff() throws {
+        let ws = try DaemonWorkspace(self)
+        try ws.writeConfig(inputs: "rescan_interval_s: 2")
+        let d = try SegdDaemon(ws, environment: ["SEGD_TEST_UNWATCHABLE": ws.inbox])
+        XCTAssertTrue(d.waitForLog("ready"), d.log)
+        try ws.put(DaemonFixture.jpeg(seed: 403), "unwatched.jpg")
+        XCTAssertTrue(waitUntil(timeout: 30) { FileManager.default.fileExists(atPath: ws.done + "/unwatched.jpg") }, d.log)
+        sleep(6)
+        let said = d.log.components(separatedBy: "cannot watch folder").count - 1
+        XCTAssertEqual(said, 1, d.log)
+        XCTAssertTrue(d.isRunning)
+        d.send(SIGTERM)
+        XCTAssertEqual(d.waitForExit(timeout: 20)?.status, 0)
+    }
+
     /// fsync, then rename, made to fail in segd batch (strace fault injection): the jobs
     /// fail naming the call, and nothing that looks like a result is left.
     func testInjectedFsyncAndRenameFailuresLeaveNoResultThatLooksComplete() throws {
