@@ -57,11 +57,7 @@ public final class Conv2d: @unchecked Sendable {
     public let transposed: Bool
     public let relu: Bool
     /// PyTorch layout: O×(I/G)×K×K for Conv2d, I×(O/G)×K×K for ConvTranspose2d.
-    /// The weights, first in PyTorch's layout, then in the layout the first primitive chose:
-    /// later primitives (other input sizes) reorder from there, so only one copy is kept
-    /// (R50: 170 MB saved).
-    private var weight: Tensor
-    private let weightLock = NSLock()
+    private let weight: WeightCopy
     let bias: Tensor?
     private let plans = PrimitiveCache<ConvPlan>()
     /// A transposed convolution whose kernel equals its stride (Mask R-CNN's 2×2/2
@@ -94,7 +90,7 @@ public final class Conv2d: @unchecked Sendable {
         let tag: dnnl_format_tag_t = transposed ? (g.groups == 1 ? dnnl_iohw : dnnl_giohw) : (g.groups == 1 ? dnnl_oihw : dnnl_goihw)
         let w = Tensor(desc: try MD.make(wshape, tag), shape: wshape)
         weight.withUnsafeBytes { w.data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        self.weight = w
+        self.weight = WeightCopy(w)
         self.bias = bias.map { Tensor(shape: [g.outChannels], values: $0) }
         if transposed && g.kernel == g.stride && g.padding == 0 && g.dilation == 1 && g.groups == 1 {
             // PyTorch weight (I, O, k, k) seen as I × (O·k²) is exactly the transpose of the
@@ -121,7 +117,7 @@ public final class Conv2d: @unchecked Sendable {
             let g = geometry
             let outShape = outputShape(x.shape)
             var src = try MD.any(x.shape)
-            var wei = try MD.any(weightLock.withLock { weight.shape })
+            var wei = try MD.any(weight.shape)
             var dst = try MD.any(outShape)
             let strides = MD.dims([g.stride, g.stride])
             let dil = MD.dims([g.dilation - 1, g.dilation - 1])
@@ -146,12 +142,7 @@ public final class Conv2d: @unchecked Sendable {
                 }
                 prim = try Primitive.make(d, attr: attr, what: what)
             }
-            let w = try weightLock.withLock {
-                let w = try weight.reordered(to: prim.md(dnnl_query_weights_md))
-                weight = w
-                return w
-            }
-            return ConvPlan(primitive: prim, weights: w, outShape: outShape)
+            return ConvPlan(primitive: prim, weights: try weight.reordered(to: prim.md(dnnl_query_weights_md)), outShape: outShape)
         }
     }
 

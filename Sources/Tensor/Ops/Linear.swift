@@ -8,9 +8,8 @@ public final class Linear: @unchecked Sendable {
     public let inFeatures: Int
     public let outFeatures: Int
     public let relu: Bool
-    /// O×I, PyTorch's layout until the first primitive reorders it; one copy kept (as Conv2d).
-    private var weight: Tensor
-    private let weightLock = NSLock()
+    /// O×I.
+    private let weight: WeightCopy
     let bias: Tensor
     private let plans = PrimitiveCache<(Primitive, Tensor)>()
 
@@ -21,7 +20,7 @@ public final class Linear: @unchecked Sendable {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         self.relu = relu
-        self.weight = Tensor(shape: [outFeatures, inFeatures], values: weight)
+        self.weight = WeightCopy(Tensor(shape: [outFeatures, inFeatures], values: weight))
         self.bias = Tensor(shape: [outFeatures], values: bias)
     }
 
@@ -44,12 +43,7 @@ public final class Linear: @unchecked Sendable {
             try check(dnnl_inner_product_forward_desc_init(&desc, dnnl_forward_inference, &s, &wd, &b, &d),
                       "dnnl_inner_product_forward_desc_init", what)
             let prim = try Primitive.make(desc, attr: try Attr(relu: relu), what: what)
-            let w = try weightLock.withLock {
-                let w = try weight.reordered(to: prim.md(dnnl_query_weights_md))
-                weight = w
-                return w
-            }
-            return (prim, w)
+            return (prim, try weight.reordered(to: prim.md(dnnl_query_weights_md)))
         }
         try prim.execute([(DNNL_ARG_SRC, src), (DNNL_ARG_WEIGHTS, w), (DNNL_ARG_BIAS, bias), (DNNL_ARG_DST, out)])
         return out
