@@ -83,7 +83,7 @@ def main():
         a = ck["args"]
         ck = dict(state_dict=ck["model"], command=f"tools/shapes/train.py (checkpoint at "
                   f"iteration {ck['iter']} of {a['iters']}, seed {a['seed']})",
-                  config=json.loads(M.Config(min_size=a["min_size"], max_size=a["max_size"]).to_json()))
+                  config=json.loads(M.config_for_training(argparse.Namespace(**a)).to_json()))
     cfg = M.Config(**{k: tuple(v) if isinstance(v, list) and k in ("widths", "blocks", "mask_layers")
                       else v for k, v in ck["config"].items()})
     sd = frozen_state_dict(ck["state_dict"])

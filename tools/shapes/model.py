@@ -96,6 +96,14 @@ class NarrowResNet(nn.Module):
         return nn.Sequential(*layers)
 
 
+def config_for_training(args):
+    """The Config train.py builds from its arguments (also read back from a checkpoint's
+    saved arguments; runs from before --widths/--representation-size used the defaults)."""
+    return Config(min_size=args.min_size, max_size=args.max_size,
+                  widths=tuple(getattr(args, "widths", Config.widths)),
+                  representation_size=getattr(args, "representation_size", Config.representation_size))
+
+
 def frozen_bn(c):
     return FrozenBatchNorm2d(c, eps=FROZEN_BN_EPS)
 

@@ -143,6 +143,10 @@ def main():
                     default=(288, 480), help="min,max input size for the first --early-until")
     ap.add_argument("--early-until", type=float, default=0.4, help="fraction of --iters")
     ap.add_argument("--bn-calib", type=int, default=200)
+    ap.add_argument("--widths", type=lambda v: tuple(int(x) for x in v.split(",")),
+                    default=M.Config.widths, help="ResNet stage widths")
+    ap.add_argument("--representation-size", type=int, default=M.Config.representation_size,
+                    help="box head (TwoMLPHead) width")
     ap.add_argument("--min-size", type=int, default=384)
     ap.add_argument("--max-size", type=int, default=640)
     ap.add_argument("--threads", type=int, default=2)
@@ -167,7 +171,7 @@ def main():
     # of the command that describes the result
     command = "tools/shapes/train.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:] if a != "--resume")
-    cfg = M.Config(min_size=args.min_size, max_size=args.max_size)
+    cfg = M.config_for_training(args)
     torch.manual_seed(args.seed)
     model = M.build(cfg, frozen=False, **TRAIN_KW)
     decay, no_decay = [], []
