@@ -192,6 +192,7 @@ def save_safetensors(tensors, path, metadata):
     changes from run to run. Tensor entries, offsets and data stay as written."""
     import struct
     from safetensors.torch import load_file, save_file
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     save_file(tensors, path, metadata=metadata)
     raw = open(path, "rb").read()
     n = struct.unpack("<Q", raw[:8])[0]
@@ -281,7 +282,7 @@ def write_model(name, outdir, full):
         print(f"{name}: weights_legacy.pth renames {len(renamed)} keys: " + ", ".join(renamed))
 
     p = os.path.join(outdir, "weights.safetensors")
-    save_safetensors(OrderedDict((k, v.contiguous()) for k, v in sd.items()), p, tiny.safetensors_metadata(cfg))
+    save_safetensors(sd, p, tiny.safetensors_metadata(cfg))
     written.append(p)
 
     images = tiny.fixture_images(cfg)

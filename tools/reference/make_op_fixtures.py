@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import os
-import struct
 import sys
 import tempfile
 
@@ -34,29 +33,13 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import MultiScaleRoIAlign
 
+from make_fixtures import save_safetensors  # noqa: E402  (this folder is on sys.path when run)
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OPS = "Tests/TensorTests/Fixtures/ops.safetensors"
 BOXES = "Tests/MaskRCNNTests/Fixtures/ops/boxes.safetensors"
 SIZE_LIMIT = 1_500_000  # bytes, both files together
 PASTE_BAND = 1e-5  # pixels whose torch probability is within this of 0.5 are not compared
-
-
-def save_safetensors(tensors, path, metadata):
-    """safetensors.torch.save_file with the metadata keys sorted (the library writes
-    them from a hash map), so that two runs give identical bytes."""
-    from safetensors.torch import load_file, save_file
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    save_file(tensors, path, metadata=metadata)
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + raw[8 + n:])
-    back = load_file(path)
-    assert set(back) == set(tensors) and all(torch.equal(back[k], v) for k, v in tensors.items())
 
 
 def i64(*v):
