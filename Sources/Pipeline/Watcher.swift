@@ -226,12 +226,11 @@ public final class Watcher: @unchecked Sendable {
             let now = Self.identity(root)
             // Same identity and still watched: nothing happened. (A watch can be gone with
             // the identity unchanged when the folder was recreated on the same inode.)
-            let watched = inotifytools_wd_from_filename(root + "/") >= 0 || inotifytools_wd_from_filename(root) >= 0
-            guard now != rootIdentity[root] || (now != nil && !watched) else {
+            let changed = now != rootIdentity[root]
+            guard changed || (now != nil && !Self.isWatched(root)) else {
                 rootRetry[root] = nil
                 continue
             }
-            let changed = now != rootIdentity[root]
             if !changed, let retry = rootRetry[root], Self.uptime < retry.at { continue }
             rootIdentity[root] = now
             guard now != nil else {
@@ -242,7 +241,7 @@ public final class Watcher: @unchecked Sendable {
                 log.warning("watched folder is back (deleted and recreated, or replaced); watching it again", metadata: ["folder": "\(root)"])
             }
             guard addWatch(root, quiet: !changed) else { return false }  // same folder: already reported
-            if inotifytools_wd_from_filename(root + "/") >= 0 || inotifytools_wd_from_filename(root) >= 0 {
+            if Self.isWatched(root) {
                 rootRetry[root] = nil
             } else {
                 let delay = min(max((rootRetry[root]?.delay ?? 0) * 2, 1), 60)
@@ -251,6 +250,11 @@ public final class Watcher: @unchecked Sendable {
             scan(root, root: root, into: &found)
         }
         return true
+    }
+
+    /// Whether libinotifytools holds a watch on `dir` (it may key it with a trailing slash).
+    private static func isWatched(_ dir: String) -> Bool {
+        inotifytools_wd_from_filename(dir + "/") >= 0 || inotifytools_wd_from_filename(dir) >= 0
     }
 
     static func identity(_ path: String) -> [UInt64]? {
