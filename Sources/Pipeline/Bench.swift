@@ -62,7 +62,7 @@ public enum Bench {
                 let props = try time("rpn") { try model.proposals(features, batch) }
                 let dets = try time("detect") { try model.detect(features, batch, proposals: props) }
                 let masks = try time("mask") { try model.masks(features, batch, detections: dets) }
-                let out = try time("postprocess") { model.postprocess(batch, detections: dets, masks: masks) }
+                let out = time("postprocess") { model.postprocess(batch, detections: dets, masks: masks) }
                 for (k, v) in t { report.times[k, default: []].append(v) }
                 report.totals.append(t.values.reduce(0, +))
                 report.detections.append(out[0].count)
