@@ -176,6 +176,34 @@ def _contrast_ok(rng, img, cov, x0, y0, under_colours):
     return best
 
 
+def paint(rng, img, cov, x0, y0, colour):
+    """Draw a shape's coverage `cov` at (x0, y0) into `img` in place: `colour` with a
+    gentle linear shading and a little texture noise."""
+    ch, cw = cov.shape
+    yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32)
+    a = rng.uniform(0, 2 * math.pi)
+    t = (xx * math.cos(a) + yy * math.sin(a)) / max(ch, cw, 1)
+    shade = 1.0 + rng.uniform(-0.25, 0.25) * (t - 0.5)
+    fill = colour[None, None, :] * shade[..., None]
+    fill = fill + rng.normal(0, rng.uniform(0, 6), size=fill.shape).astype(np.float32)
+    sub = img[y0:y0 + ch, x0:x0 + cw]
+    img[y0:y0 + ch, x0:x0 + cw] = sub * (1 - cov[..., None]) + fill * cov[..., None]
+
+
+def camera(rng, img):
+    """float image -> PIL RGB: optional blur, pixel noise, occasional grayscale."""
+    if rng.uniform() < 0.2:
+        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+        img = np.asarray(pil, dtype=np.float32)
+    img = img + rng.normal(0, rng.uniform(0, 10), size=img.shape).astype(np.float32)
+    out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if rng.uniform() < 0.05:
+        g = np.asarray(Image.fromarray(out).convert("L"))
+        out = np.repeat(g[..., None], 3, axis=2)
+    return Image.fromarray(out, "RGB")
+
+
 def make_scene(seed, index):
     """-> (PIL RGB image, [ {category_id, mask (h, w) bool} ], meta dict)."""
     rng = np.random.default_rng([int(seed), int(index)])
@@ -223,31 +251,12 @@ def make_scene(seed, index):
         poly, cov, x0, y0, full_area, new = chosen
         under = [o["colour"] for o in objs if np.any(o["visible"] & new)]
         colour = _contrast_ok(rng, img, cov, x0, y0, under)
-        # fill: colour with a gentle linear shading and a little texture noise
-        ch, cw = cov.shape
-        yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32)
-        a = rng.uniform(0, 2 * math.pi)
-        t = (xx * math.cos(a) + yy * math.sin(a)) / max(ch, cw, 1)
-        shade = 1.0 + rng.uniform(-0.25, 0.25) * (t - 0.5)
-        fill = colour[None, None, :] * shade[..., None]
-        fill = fill + rng.normal(0, rng.uniform(0, 6), size=fill.shape).astype(np.float32)
-        sub = img[y0:y0 + ch, x0:x0 + cw]
-        img[y0:y0 + ch, x0:x0 + cw] = sub * (1 - cov[..., None]) + fill * cov[..., None]
+        paint(rng, img, cov, x0, y0, colour)
         for o in objs:
             o["visible"] &= ~new
         objs.append(dict(cls=cls, full_area=full_area, visible=new, colour=colour))
 
-    # camera: optional blur, pixel noise, occasional grayscale
-    if rng.uniform() < 0.2:
-        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
-        img = np.asarray(pil, dtype=np.float32)
-    img = img + rng.normal(0, rng.uniform(0, 10), size=img.shape).astype(np.float32)
-    out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    if rng.uniform() < 0.05:
-        g = np.asarray(Image.fromarray(out).convert("L"))
-        out = np.repeat(g[..., None], 3, axis=2)
-    pil = Image.fromarray(out, "RGB")
+    pil = camera(rng, img)
 
     instances = []
     for o in objs:
@@ -265,6 +274,38 @@ def jpeg_roundtrip(pil, quality):
     pil.save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
+
+
+CROP_SIZE = 96  # pretraining crops (train.py --pretrain-steps)
+
+
+def make_crop(seed, index, size=CROP_SIZE):
+    """One shape-classification sample for backbone pretraining: -> (PIL RGB size x size,
+    class id 1..5). The same background, colours, shading and camera as a scene; the
+    labelled shape is drawn last, centred within 8% and filling 55-90% of the crop — what
+    a box head sees of an object in its RoI — over 0-3 other shapes centred out towards
+    the edges. A pure function of (seed, index), like make_scene."""
+    rng = np.random.default_rng([int(seed), int(index), 1])
+    img = background(rng, size, size)
+    for _ in range(int(rng.integers(0, 4))):  # distractors, under the labelled shape
+        d = rng.uniform(0.2, 0.6) * size
+        a, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.5, 0.9) * size
+        poly = shape_polygon(int(rng.integers(1, 6)), size / 2 + dist * math.cos(a),
+                             size / 2 + dist * math.sin(a), d, rng.uniform(0, 2 * math.pi))
+        r = rasterize(poly, size, size)
+        if r is not None:
+            cov, x0, y0 = r
+            paint(rng, img, cov, x0, y0, _contrast_ok(rng, img, cov, x0, y0, []))
+    cls = int(rng.integers(1, 6))
+    d = rng.uniform(0.55, 0.9) * size
+    c = size / 2 + rng.uniform(-0.08, 0.08, size=2) * size
+    poly = shape_polygon(cls, c[0], c[1], d, rng.uniform(0, 2 * math.pi))
+    cov, x0, y0 = rasterize(poly, size, size)
+    paint(rng, img, cov, x0, y0, _contrast_ok(rng, img, cov, x0, y0, []))
+    pil = camera(rng, img)
+    if rng.uniform() < 0.7:  # as in training, most images went through JPEG
+        pil = jpeg_roundtrip(pil, int(rng.integers(75, 96)))
+    return pil, cls
 
 
 def coco_annotations(instances, image_id, first_ann_id):
