@@ -24,6 +24,9 @@ the JPEG files.
 
 writes OUT_DIR/images/NNNNNN.{jpg,png} and OUT_DIR/annotations.json (COCO: masks as
 compressed RLE with string counts, area = mask area, bbox = mask bbox, iscrowd 0).
+
+`make_crop(seed, i)` draws from the same parts (background, paint, camera) a 96-px crop
+of one labelled shape for train.py's backbone pretraining.
 """
 import argparse
 import io
