@@ -215,6 +215,8 @@ def main():
     ap.add_argument("--batch", type=int, default=2, help="images per optimizer step (one per forward)")
     ap.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--backbone-lr-mult", type=float, default=1.0,
+                    help="detection phase: learning rate of the ResNet body relative to --lr")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--decay-at", type=lambda v: [float(x) for x in v.split(",")],
                     default=[0.7, 0.9], help="fractions of --iters where the lr drops x0.1")
@@ -261,11 +263,16 @@ def main():
     cfg = M.config_for_training(args)
     torch.manual_seed(args.seed)
     model = M.build(cfg, frozen=False, **TRAIN_KW)
-    decay, no_decay = [], []
+    groups = {}  # (backbone body?, decayed?) -> parameters
     for n, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.AdamW([dict(params=decay, weight_decay=args.weight_decay),
-                             dict(params=no_decay, weight_decay=0.0)], lr=args.lr)
+        groups.setdefault((n.startswith("backbone.body."), p.ndim > 1), []).append(p)
+    opt = torch.optim.AdamW([dict(params=groups[(body, dec)],
+                                  weight_decay=args.weight_decay if dec else 0.0)
+                             for body in (True, False) for dec in (True, False)], lr=args.lr)
+
+    def set_lr(lr):  # the ResNet body at --backbone-lr-mult of the rest
+        for g, (body, _) in zip(opt.param_groups, [(b, d) for b in (True, False) for d in (True, False)]):
+            g["lr"] = lr * (args.backbone_lr_mult if body else 1.0)
     freeze_it = int(round(args.freeze_bn_at * args.iters))
     calib_first = 10_000_000  # scene indices for calibration, far from the training ones
 
@@ -322,8 +329,7 @@ def main():
             bn_frozen = True
             set_train_mode(model, bn_frozen)
         lr = lr_at(it, args)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(lr)
         opt.zero_grad(set_to_none=True)
         for k in range(args.batch):
             img, target = next(loader)
