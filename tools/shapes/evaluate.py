@@ -33,6 +33,7 @@ from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import generate  # noqa: E402
+import model as M  # noqa: E402
 
 VAL_SEED, VAL_COUNT = 1000, 200
 
@@ -72,7 +73,7 @@ def torchvision_results(model, coco, gt_dir, mask_threshold=0.5):
     for k, img_id in enumerate(sorted(coco.getImgIds())):
         info = coco.loadImgs(img_id)[0]
         pil = load_rgb(os.path.join(gt_dir, info["file_name"]))
-        x = torch.from_numpy(np.array(pil, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+        x = M.to_tensor(pil)
         out = model([x])[0]
         masks = (out["masks"][:, 0] > mask_threshold).numpy().astype(np.uint8)
         for box, label, score, m in zip(out["boxes"].tolist(), out["labels"].tolist(),
@@ -147,7 +148,6 @@ def main():
                                        if a["image_id"] in keep]
         coco.createIndex()
     if args.weights:
-        import model as M
         model, cfg, _ = M.load_safetensors(args.weights)
         results = torchvision_results(model, coco, args.gt)
     else:

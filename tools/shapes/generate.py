@@ -290,21 +290,23 @@ def make_crop(seed, index, size=CROP_SIZE):
     the edges. A pure function of (seed, index), like make_scene."""
     rng = np.random.default_rng([int(seed), int(index), 1])
     img = background(rng, size, size)
+
+    def draw(poly):  # in a colour that stands out from what it covers
+        r = rasterize(poly, size, size)
+        if r is not None:
+            cov, x0, y0 = r
+            paint(rng, img, cov, x0, y0, _contrast_ok(rng, img, cov, x0, y0, []))
+
     for _ in range(int(rng.integers(0, 4))):  # distractors, under the labelled shape
         d = rng.uniform(0.2, 0.6) * size
         a, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.5, 0.9) * size
         poly = shape_polygon(int(rng.integers(1, 6)), size / 2 + dist * math.cos(a),
                              size / 2 + dist * math.sin(a), d, rng.uniform(0, 2 * math.pi))
-        r = rasterize(poly, size, size)
-        if r is not None:
-            cov, x0, y0 = r
-            paint(rng, img, cov, x0, y0, _contrast_ok(rng, img, cov, x0, y0, []))
+        draw(poly)
     cls = int(rng.integers(1, 6))
     d = rng.uniform(0.55, 0.9) * size
     c = size / 2 + rng.uniform(-0.08, 0.08, size=2) * size
-    poly = shape_polygon(cls, c[0], c[1], d, rng.uniform(0, 2 * math.pi))
-    cov, x0, y0 = rasterize(poly, size, size)
-    paint(rng, img, cov, x0, y0, _contrast_ok(rng, img, cov, x0, y0, []))
+    draw(shape_polygon(cls, c[0], c[1], d, rng.uniform(0, 2 * math.pi)))
     pil = camera(rng, img)
     if rng.uniform() < 0.7:  # as in training, most images went through JPEG
         pil = jpeg_roundtrip(pil, int(rng.integers(75, 96)))

@@ -45,7 +45,7 @@ def sha256(path):
 @torch.no_grad()
 def detections(model, path):
     pil = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
-    x = torch.from_numpy(np.array(pil, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+    x = M.to_tensor(pil)
     out = model([x])[0]
     dets = []
     for box, label, score, prob in zip(out["boxes"].tolist(), out["labels"].tolist(),

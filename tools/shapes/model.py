@@ -18,6 +18,7 @@ last part of training runs with the statistics frozen so the two are the same mo
 import json
 from dataclasses import dataclass, asdict, field
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
@@ -102,6 +103,11 @@ def config_for_training(args):
     return Config(min_size=args.min_size, max_size=args.max_size,
                   widths=tuple(getattr(args, "widths", Config.widths)),
                   representation_size=getattr(args, "representation_size", Config.representation_size))
+
+
+def to_tensor(pil):
+    """PIL RGB -> float CHW tensor in [0, 1], what torchvision's MaskRCNN takes."""
+    return torch.from_numpy(np.array(pil, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
 
 
 def frozen_bn(c):

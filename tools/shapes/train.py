@@ -55,7 +55,7 @@ def scene_tensors(seed, index):
     pil, instances, meta = generate.make_scene(seed, index)
     if not meta["png"]:  # the model sees what a JPEG file would hold
         pil = generate.jpeg_roundtrip(pil, meta["jpeg_quality"])
-    img = torch.from_numpy(np.array(pil, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+    img = M.to_tensor(pil)
     h, w = img.shape[1:]
     if instances:
         masks = torch.from_numpy(np.stack([i["mask"] for i in instances])).to(torch.uint8)
@@ -87,18 +87,14 @@ class Crops(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         pil, cls = generate.make_crop(self.seed, index)
-        img = torch.from_numpy(np.array(pil, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+        img = M.to_tensor(pil)
         return img, cls - 1
 
 
 def pretrain_backbone(model, args, log, resume=None, save=None):
-    """Pretraining: the ResNet body learns to tell the five shapes apart on crops
-    (global-average-pooled layer4 -> linear), with BatchNorm on batch statistics over
-    --pretrain-batch crops — the analogue of the ImageNet weights a Mask R-CNN usually
-    starts from, which are not available here. Why: the detector trained from scratch
-    (the first two recipes) got only 70% of the held-out shapes' classes right even when
-    handed the ground-truth boxes (large hexagons mostly called circles); the box head's
-    classifier, not the masks, held mask AP50 at 0.74.
+    """The first phase (see the module docstring): the ResNet body learns to tell the five
+    shapes apart on crops (global-average-pooled layer4 -> linear), with BatchNorm on
+    batch statistics over --pretrain-batch crops.
     `resume` is what `save(step, state)` was last given; both are for checkpoints."""
     body = model.backbone.body
     mean = torch.tensor(model.transform.image_mean).view(1, 3, 1, 1)
@@ -263,15 +259,16 @@ def main():
     cfg = M.config_for_training(args)
     torch.manual_seed(args.seed)
     model = M.build(cfg, frozen=False, **TRAIN_KW)
-    groups = {}  # (backbone body?, decayed?) -> parameters
+    group_keys = [(body, dec) for body in (True, False) for dec in (True, False)]
+    groups = {k: [] for k in group_keys}  # (in the ResNet body?, weight-decayed?) -> parameters
     for n, p in model.named_parameters():
-        groups.setdefault((n.startswith("backbone.body."), p.ndim > 1), []).append(p)
+        groups[(n.startswith("backbone.body."), p.ndim > 1)].append(p)
     opt = torch.optim.AdamW([dict(params=groups[(body, dec)],
                                   weight_decay=args.weight_decay if dec else 0.0)
-                             for body in (True, False) for dec in (True, False)], lr=args.lr)
+                             for body, dec in group_keys], lr=args.lr)
 
     def set_lr(lr):  # the ResNet body at --backbone-lr-mult of the rest
-        for g, (body, _) in zip(opt.param_groups, [(b, d) for b in (True, False) for d in (True, False)]):
+        for g, (body, _) in zip(opt.param_groups, group_keys):
             g["lr"] = lr * (args.backbone_lr_mult if body else 1.0)
     freeze_it = int(round(args.freeze_bn_at * args.iters))
     calib_first = 10_000_000  # scene indices for calibration, far from the training ones
