@@ -15,6 +15,10 @@ segd's per-image JSON outputs instead (run segd on /tmp/shapes_val/images first)
     segd batch /tmp/shapes_val/images --out /tmp/segd_val --weights samples/model/shapes_r18.safetensors
     python tools/shapes/evaluate.py --segd /tmp/segd_val
 
+Both print pycocotools' summary for boxes and masks, then AP and AP50 per class and
+class-agnostic (pycocotools with useCats=0: a detection matches a shape whatever its
+label), which separates naming the shape from finding and outlining it.
+
 Each segd JSON is matched to its ground-truth image by file stem (000123.jpg ->
 000123.json anywhere under the folder). The schema is read in one place,
 `read_segd_instances`.
@@ -122,7 +126,29 @@ def coco_eval(coco, results):
         ev.summarize()
         stats[iou_type] = dict(AP=ev.stats[0], AP50=ev.stats[1], AP75=ev.stats[2],
                                APs=ev.stats[3], APm=ev.stats[4], APl=ev.stats[5])
+        print_per_class(coco, ev)
+        ev = COCOeval(coco, dt, iou_type)
+        ev.params.useCats = 0  # boxes/masks matched whatever their label: the class-free part
+        ev.evaluate()
+        ev.accumulate()
+        print(f"class-agnostic: AP {mean_precision(ev.eval['precision']):.3f} "
+              f"AP50 {mean_precision(ev.eval['precision'][:1]):.3f}")
     return stats
+
+
+def mean_precision(p):
+    """pycocotools' average over the precision array's valid (> -1) cells."""
+    p = p[..., 0, 2]  # area 'all', maxDets 100
+    p = p[p > -1]
+    return float(p.mean()) if p.size else float("nan")
+
+
+def print_per_class(coco, ev):
+    p = ev.eval["precision"]  # IoU thresholds x recall x classes x areas x maxDets
+    for k, cat in enumerate(ev.params.catIds):
+        name = coco.cats[cat]["name"]
+        print(f"{name:>10}: AP {mean_precision(p[:, :, k:k + 1]):.3f} "
+              f"AP50 {mean_precision(p[:1, :, k:k + 1]):.3f}")
 
 
 def main():

@@ -284,7 +284,7 @@ CROP_SIZE = 96  # pretraining crops (train.py --pretrain-steps)
 
 def make_crop(seed, index, size=CROP_SIZE):
     """One shape-classification sample for backbone pretraining: -> (PIL RGB size x size,
-    class id 1..5). The same background, colours, shading and camera as a scene; the
+    class id 1..5, the shape's box [x0, y0, x1, y1] clipped to the crop). The same background, colours, shading and camera as a scene; the
     labelled shape is drawn last, centred within 8% and filling 55-90% of the crop — what
     a box head sees of an object in its RoI — over 0-3 other shapes centred out towards
     the edges. A pure function of (seed, index), like make_scene."""
@@ -306,11 +306,13 @@ def make_crop(seed, index, size=CROP_SIZE):
     cls = int(rng.integers(1, 6))
     d = rng.uniform(0.55, 0.9) * size
     c = size / 2 + rng.uniform(-0.08, 0.08, size=2) * size
-    draw(shape_polygon(cls, c[0], c[1], d, rng.uniform(0, 2 * math.pi)))
+    poly = shape_polygon(cls, c[0], c[1], d, rng.uniform(0, 2 * math.pi))
+    draw(poly)
     pil = camera(rng, img)
     if rng.uniform() < 0.7:  # as in training, most images went through JPEG
         pil = jpeg_roundtrip(pil, int(rng.integers(75, 96)))
-    return pil, cls
+    box = np.concatenate([poly.min(axis=0), poly.max(axis=0)]).clip(0, size)
+    return pil, cls, box
 
 
 def coco_annotations(instances, image_id, first_ann_id):

@@ -81,44 +81,69 @@ class Scenes(torch.utils.data.Dataset):
 
 
 class Crops(torch.utils.data.Dataset):
-    """Shape-classification crops (generate.make_crop) for backbone pretraining."""
+    """Shape-classification crops (generate.make_crop) for backbone pretraining:
+    (image, class id 1..5, the shape's box)."""
     def __init__(self, seed):
         self.seed = seed
 
     def __getitem__(self, index):
-        pil, cls = generate.make_crop(self.seed, index)
-        img = M.to_tensor(pil)
-        return img, cls - 1
+        pil, cls, box = generate.make_crop(self.seed, index)
+        return M.to_tensor(pil), cls, torch.from_numpy(box).float()
+
+
+def resize_crops(x, box, size):
+    """A batch of crops and their boxes at size x size (antialiased when shrinking)."""
+    if x.shape[-1] == size:
+        return x, box
+    scale = size / x.shape[-1]
+    return nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                     align_corners=False, antialias=True), box * scale
 
 
 def pretrain_backbone(model, args, log, resume=None, save=None):
-    """The first phase (see the module docstring): the ResNet body learns to tell the five
-    shapes apart on crops (global-average-pooled layer4 -> linear), with BatchNorm on
-    batch statistics over --pretrain-batch crops.
+    """The first phase (see the module docstring): the network learns to tell the five
+    shapes apart on crops, with BatchNorm on batch statistics over --pretrain-batch crops.
+    --pretrain-head gap: the ResNet body alone, global-average-pooled layer4 -> a linear
+    layer of its own. --pretrain-head roi: the path the detector classifies through —
+    body, FPN, RoIAlign of the shape's box (the model's own MultiScaleRoIAlign), the box
+    head and the class scores of the box predictor — so everything between the pixels and
+    the class scores starts trained. Step k's crops are resized to --pretrain-sizes[k mod n].
     `resume` is what `save(step, state)` was last given; both are for checkpoints."""
-    body = model.backbone.body
+    body, rh = model.backbone.body, model.roi_heads
     mean = torch.tensor(model.transform.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(model.transform.image_std).view(1, 3, 1, 1)
-    with torch.random.fork_rng():  # the detection phase's RNG stream stays the seed's
-        torch.manual_seed(args.seed + 1)
-        head = nn.Linear(args.widths[-1], len(generate.CLASSES))
-    opt = torch.optim.AdamW(list(body.parameters()) + list(head.parameters()),
-                            lr=args.pretrain_lr, weight_decay=args.weight_decay)
+    if args.pretrain_head == "gap":
+        with torch.random.fork_rng():  # the detection phase's RNG stream stays the seed's
+            torch.manual_seed(args.seed + 1)
+            head = nn.Linear(args.widths[-1], len(generate.CLASSES))
+        params = list(body.parameters()) + list(head.parameters())
+        first_class = 1  # the linear layer's outputs are classes 1..5
+
+        def classify(x, box):
+            return head(body((x - mean) / std)["3"].mean(dim=(2, 3)))
+    else:
+        head = nn.Module()  # nothing of its own: the detector's modules are what trains
+        params = [*model.backbone.parameters(), *rh.box_head.parameters(),
+                  *rh.box_predictor.cls_score.parameters()]
+        first_class = 0  # cls_score's outputs are background + classes 1..5
+
+        def classify(x, box):
+            feats = model.backbone((x - mean) / std)
+            pooled = rh.box_roi_pool(feats, list(box[:, None]), [tuple(x.shape[-2:])] * len(x))
+            return rh.box_predictor.cls_score(rh.box_head(pooled))
+    opt = torch.optim.AdamW(params, lr=args.pretrain_lr, weight_decay=args.weight_decay)
     start = 0
     if resume:
         start = resume["step"]
         head.load_state_dict(resume["head"])
         opt.load_state_dict(resume["opt"])
 
-    def classify(x):
-        return head(body((x - mean) / std)["3"].mean(dim=(2, 3)))
-
     loader = iter(torch.utils.data.DataLoader(
         Crops(args.seed), batch_size=args.pretrain_batch, num_workers=args.workers,
         sampler=range(start * args.pretrain_batch, args.pretrain_steps * args.pretrain_batch),
         prefetch_factor=4 if args.workers else None,
         generator=torch.Generator().manual_seed(args.seed)))
-    body.train()
+    model.backbone.train()
     t0, right, seen, loss_sum = time.time(), 0, 0, 0.0
     for it in range(start, args.pretrain_steps):
         # 100 warm-up steps, then cosine to zero: a short run that has to end settled
@@ -126,8 +151,10 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
             1 + math.cos(math.pi * it / args.pretrain_steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = next(loader)
-        logits = classify(x)
+        x, cls, box = next(loader)
+        x, box = resize_crops(x, box, args.pretrain_sizes[it % len(args.pretrain_sizes)])
+        y = cls - first_class
+        logits = classify(x, box)
         loss = nn.functional.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,14 +170,19 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
         if save and (it + 1) % args.ckpt_every == 0 and it + 1 < args.pretrain_steps:
             save(it + 1, dict(step=it + 1, head=head.state_dict(), opt=opt.state_dict()))
     # held-out crops (an index range training never reaches), on batch statistics
-    right, n, crops = 0, 1000, Crops(args.seed)
+    n, crops, accuracy = 1000, Crops(args.seed), []
     with torch.no_grad():
-        for k in range(0, n, args.pretrain_batch):
-            batch = [crops[10_000_000 + i] for i in range(k, min(k + args.pretrain_batch, n))]
-            y = torch.tensor([b[1] for b in batch])
-            right += int((classify(torch.stack([b[0] for b in batch])).argmax(1) == y).sum())
+        for size in args.pretrain_sizes:
+            right = 0
+            for k in range(0, n, args.pretrain_batch):
+                batch = [crops[10_000_000 + i] for i in range(k, min(k + args.pretrain_batch, n))]
+                x, box = resize_crops(torch.stack([b[0] for b in batch]),
+                                      torch.stack([b[2] for b in batch]), size)
+                y = torch.tensor([b[1] for b in batch]) - first_class
+                right += int((classify(x, box).argmax(1) == y).sum())
+            accuracy.append(f"{right / n:.3f} at {size} px")
     log(f"pretrain done: {args.pretrain_steps} steps of {args.pretrain_batch} crops in "
-        f"{(time.time() - t0) / 60:.1f} min; held-out crop accuracy {right / n:.3f}")
+        f"{(time.time() - t0) / 60:.1f} min; held-out crop accuracy {', '.join(accuracy)}")
 
 
 def bn_modules(model):
@@ -228,6 +260,11 @@ def main():
                          "BatchNorm is then calibrated and frozen from the first detection step")
     ap.add_argument("--pretrain-batch", type=int, default=64)
     ap.add_argument("--pretrain-lr", type=float, default=2e-3)
+    ap.add_argument("--pretrain-head", choices=["gap", "roi"], default="gap",
+                    help="what classifies the crops: gap = pooled layer4 -> linear; roi = the "
+                         "detector's own FPN, RoIAlign, box head and class scores")
+    ap.add_argument("--pretrain-sizes", type=lambda v: tuple(int(x) for x in v.split(",")),
+                    default=(generate.CROP_SIZE,), help="crop sizes, one per step in turn")
     ap.add_argument("--widths", type=lambda v: tuple(int(x) for x in v.split(",")),
                     default=M.Config.widths, help="ResNet stage widths")
     ap.add_argument("--representation-size", type=int, default=M.Config.representation_size,
