@@ -91,6 +91,13 @@ class Crops(torch.utils.data.Dataset):
         return M.to_tensor(pil), cls, torch.from_numpy(box).float()
 
 
+def pretrained_by(args, name):
+    """Whether the model parameter `name` is one that --pretrain-head trains."""
+    if args.pretrain_head == "gap":
+        return name.startswith("backbone.body.")
+    return name.startswith(("backbone.", "roi_heads.box_head.", "roi_heads.box_predictor.cls_score."))
+
+
 def resize_crops(x, box, size):
     """A batch of crops and their boxes at size x size (antialiased when shrinking)."""
     if x.shape[-1] == size:
@@ -123,8 +130,7 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
             return head(body((x - mean) / std)["3"].mean(dim=(2, 3)))
     else:
         head = nn.Module()  # nothing of its own: the detector's modules are what trains
-        params = [*model.backbone.parameters(), *rh.box_head.parameters(),
-                  *rh.box_predictor.cls_score.parameters()]
+        params = [p for n, p in model.named_parameters() if pretrained_by(args, n)]
         first_class = 0  # cls_score's outputs are background + classes 1..5
 
         def classify(x, box):
@@ -243,8 +249,10 @@ def main():
     ap.add_argument("--batch", type=int, default=2, help="images per optimizer step (one per forward)")
     ap.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
-    ap.add_argument("--backbone-lr-mult", type=float, default=1.0,
-                    help="detection phase: learning rate of the ResNet body relative to --lr")
+    ap.add_argument("--pretrained-lr-mult", type=float, default=1.0,
+                    help="detection phase: learning rate of what --pretrain-head trains "
+                         "(gap: the ResNet body; roi: body, FPN, box head, class scores) "
+                         "relative to --lr")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--decay-at", type=lambda v: [float(x) for x in v.split(",")],
                     default=[0.7, 0.9], help="fractions of --iters where the lr drops x0.1")
@@ -296,17 +304,17 @@ def main():
     cfg = M.config_for_training(args)
     torch.manual_seed(args.seed)
     model = M.build(cfg, frozen=False, **TRAIN_KW)
-    group_keys = [(body, dec) for body in (True, False) for dec in (True, False)]
-    groups = {k: [] for k in group_keys}  # (in the ResNet body?, weight-decayed?) -> parameters
+    group_keys = [(pre, dec) for pre in (True, False) for dec in (True, False)]
+    groups = {k: [] for k in group_keys}  # (pretrained?, weight-decayed?) -> parameters
     for n, p in model.named_parameters():
-        groups[(n.startswith("backbone.body."), p.ndim > 1)].append(p)
-    opt = torch.optim.AdamW([dict(params=groups[(body, dec)],
+        groups[(pretrained_by(args, n), p.ndim > 1)].append(p)
+    opt = torch.optim.AdamW([dict(params=groups[(pre, dec)],
                                   weight_decay=args.weight_decay if dec else 0.0)
-                             for body, dec in group_keys], lr=args.lr)
+                             for pre, dec in group_keys], lr=args.lr)
 
-    def set_lr(lr):  # the ResNet body at --backbone-lr-mult of the rest
-        for g, (body, _) in zip(opt.param_groups, group_keys):
-            g["lr"] = lr * (args.backbone_lr_mult if body else 1.0)
+    def set_lr(lr):  # what pretraining trained at --pretrained-lr-mult of the rest
+        for g, (pre, _) in zip(opt.param_groups, group_keys):
+            g["lr"] = lr * (args.pretrained_lr_mult if pre else 1.0)
     freeze_it = int(round(args.freeze_bn_at * args.iters))
     calib_first = 10_000_000  # scene indices for calibration, far from the training ones
 
