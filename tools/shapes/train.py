@@ -22,6 +22,8 @@ on per-image statistics, frozen at 17% or 60% of the run) got only 70% of the he
 shapes' classes right even when handed the ground-truth boxes, and the switch from
 per-image to population statistics cost a fifth of the run to recover from.
 --pretrain-steps 0 gives the old recipe (--freeze-bn-at applies only then).
+--pretrain-head roi pretrains the detector's own classification path instead (FPN,
+RoIAlign, box head, class scores); measured worse in the full recipe (README).
 
 Progress goes to OUT/train.log; OUT/ckpt.pt is rewritten every --ckpt-every iterations
 (model, optimizer, RNG state, elapsed time) and `--resume` continues from it. The result
