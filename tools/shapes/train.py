@@ -118,28 +118,26 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
     head and the class scores of the box predictor — so everything between the pixels and
     the class scores starts trained. Step k's crops are resized to --pretrain-sizes[k mod n].
     `resume` is what `save(step, state)` was last given; both are for checkpoints."""
-    body, rh = model.backbone.body, model.roi_heads
-    mean = torch.tensor(model.transform.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.transform.image_std).view(1, 3, 1, 1)
+    rh, normalize = model.roi_heads, model.transform.normalize
     if args.pretrain_head == "gap":
         with torch.random.fork_rng():  # the detection phase's RNG stream stays the seed's
             torch.manual_seed(args.seed + 1)
             head = nn.Linear(args.widths[-1], len(generate.CLASSES))
-        params = list(body.parameters()) + list(head.parameters())
         first_class = 1  # the linear layer's outputs are classes 1..5
 
         def classify(x, box):
-            return head(body((x - mean) / std)["3"].mean(dim=(2, 3)))
+            return head(model.backbone.body(normalize(x))["3"].mean(dim=(2, 3)))
     else:
         head = nn.Module()  # nothing of its own: the detector's modules are what trains
-        params = [p for n, p in model.named_parameters() if pretrained_by(args, n)]
         first_class = 0  # cls_score's outputs are background + classes 1..5
 
         def classify(x, box):
-            feats = model.backbone((x - mean) / std)
+            feats = model.backbone(normalize(x))
             pooled = rh.box_roi_pool(feats, list(box[:, None]), [tuple(x.shape[-2:])] * len(x))
             return rh.box_predictor.cls_score(rh.box_head(pooled))
-    opt = torch.optim.AdamW(params, lr=args.pretrain_lr, weight_decay=args.weight_decay)
+    params = [p for n, p in model.named_parameters() if pretrained_by(args, n)]
+    opt = torch.optim.AdamW(params + list(head.parameters()), lr=args.pretrain_lr,
+                            weight_decay=args.weight_decay)
     start = 0
     if resume:
         start = resume["step"]
@@ -177,20 +175,20 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
             right, seen, loss_sum = 0, 0, 0.0
         if save and (it + 1) % args.ckpt_every == 0 and it + 1 < args.pretrain_steps:
             save(it + 1, dict(step=it + 1, head=head.state_dict(), opt=opt.state_dict()))
-    # held-out crops (an index range training never reaches), on batch statistics
-    n, crops, accuracy = 1000, Crops(args.seed), []
+    # held-out crops (an index range training never reaches), each generated once and
+    # classified at every size, on batch statistics
+    n, crops, right = 1000, Crops(args.seed), [0] * len(args.pretrain_sizes)
     with torch.no_grad():
-        for size in args.pretrain_sizes:
-            right = 0
-            for k in range(0, n, args.pretrain_batch):
-                batch = [crops[10_000_000 + i] for i in range(k, min(k + args.pretrain_batch, n))]
+        for k in range(0, n, args.pretrain_batch):
+            batch = [crops[10_000_000 + i] for i in range(k, min(k + args.pretrain_batch, n))]
+            y = torch.tensor([b[1] for b in batch]) - first_class
+            for j, size in enumerate(args.pretrain_sizes):
                 x, box = resize_crops(torch.stack([b[0] for b in batch]),
                                       torch.stack([b[2] for b in batch]), size)
-                y = torch.tensor([b[1] for b in batch]) - first_class
-                right += int((classify(x, box).argmax(1) == y).sum())
-            accuracy.append(f"{right / n:.3f} at {size} px")
+                right[j] += int((classify(x, box).argmax(1) == y).sum())
+    accuracy = ", ".join(f"{r / n:.3f} at {size} px" for r, size in zip(right, args.pretrain_sizes))
     log(f"pretrain done: {args.pretrain_steps} steps of {args.pretrain_batch} crops in "
-        f"{(time.time() - t0) / 60:.1f} min; held-out crop accuracy {', '.join(accuracy)}")
+        f"{(time.time() - t0) / 60:.1f} min; held-out crop accuracy {accuracy}")
 
 
 def bn_modules(model):
