@@ -23,11 +23,7 @@ shapes' classes right even when handed the ground-truth boxes, and the switch fr
 per-image to population statistics cost a fifth of the run to recover from.
 --pretrain-steps 0 gives the old recipe (--freeze-bn-at applies only then).
 --pretrain-head roi pretrains the detector's own classification path instead (FPN,
-RoIAlign, box head, class scores); measured worse in the full recipe (README), because
-the first detection steps undo what it taught. Two ways to keep it: --pretrained-lr-mult
-(what pretraining trained moves at a fraction of the detection learning rate) and
---aux-crops K (every detection step also classifies K crops through that path, so the
-pretraining objective stays in the loss; crops continue where pretraining stopped).
+RoIAlign, box head, class scores); measured worse in the full recipe (README).
 
 Progress goes to OUT/train.log; OUT/ckpt.pt is rewritten every --ckpt-every iterations
 (model, optimizer, RNG state, elapsed time) and `--resume` continues from it. The result
@@ -113,46 +109,32 @@ def resize_crops(x, box, size):
                                      align_corners=False, antialias=True), box * scale
 
 
-def crop_classifier(model, args):
-    """What classifies a batch of crops for --pretrain-head: -> (module of its own,
-    the class id its output 0 stands for, classify(x, box) -> logits).
-    gap: the ResNet body alone, global-average-pooled layer4 -> a linear layer of its own.
-    roi: the path the detector classifies through — body, FPN, RoIAlign of the shape's
-    box (the model's own MultiScaleRoIAlign), the box head and the class scores of the
-    box predictor (output 0 is background)."""
+def pretrain_backbone(model, args, log, resume=None, save=None):
+    """The first phase (see the module docstring): the network learns to tell the five
+    shapes apart on crops, with BatchNorm on batch statistics over --pretrain-batch crops.
+    --pretrain-head gap: the ResNet body alone, global-average-pooled layer4 -> a linear
+    layer of its own. --pretrain-head roi: the path the detector classifies through —
+    body, FPN, RoIAlign of the shape's box (the model's own MultiScaleRoIAlign), the box
+    head and the class scores of the box predictor — so everything between the pixels and
+    the class scores starts trained. Step k's crops are resized to --pretrain-sizes[k mod n].
+    `resume` is what `save(step, state)` was last given; both are for checkpoints."""
     rh, normalize = model.roi_heads, model.transform.normalize
     if args.pretrain_head == "gap":
         with torch.random.fork_rng():  # the detection phase's RNG stream stays the seed's
             torch.manual_seed(args.seed + 1)
             head = nn.Linear(args.widths[-1], len(generate.CLASSES))
+        first_class = 1  # the linear layer's outputs are classes 1..5
 
         def classify(x, box):
             return head(model.backbone.body(normalize(x))["3"].mean(dim=(2, 3)))
-        return head, 1, classify
+    else:
+        head = nn.Module()  # nothing of its own: the detector's modules are what trains
+        first_class = 0  # cls_score's outputs are background + classes 1..5
 
-    def classify(x, box):
-        feats = model.backbone(normalize(x))
-        pooled = rh.box_roi_pool(feats, list(box[:, None]), [tuple(x.shape[-2:])] * len(x))
-        return rh.box_predictor.cls_score(rh.box_head(pooled))
-    return nn.Module(), 0, classify  # nothing of its own: the detector's modules train
-
-
-def crop_loader(args, first, count, batch):
-    """Crops first .. first+count-1 of the training seed in batches, made one step ahead
-    in a worker process."""
-    return iter(torch.utils.data.DataLoader(
-        Crops(args.seed), batch_size=batch, num_workers=args.workers,
-        sampler=range(first, first + count), prefetch_factor=4 if args.workers else None,
-        generator=torch.Generator().manual_seed(args.seed)))
-
-
-def pretrain_backbone(model, args, log, resume=None, save=None):
-    """The first phase (see the module docstring): the network learns to tell the five
-    shapes apart on crops through crop_classifier(), with BatchNorm on batch statistics
-    over --pretrain-batch crops. --pretrain-head roi trains everything between the pixels
-    and the class scores. Step k's crops are resized to --pretrain-sizes[k mod n].
-    `resume` is what `save(step, state)` was last given; both are for checkpoints."""
-    head, first_class, classify = crop_classifier(model, args)
+        def classify(x, box):
+            feats = model.backbone(normalize(x))
+            pooled = rh.box_roi_pool(feats, list(box[:, None]), [tuple(x.shape[-2:])] * len(x))
+            return rh.box_predictor.cls_score(rh.box_head(pooled))
     params = [p for n, p in model.named_parameters() if pretrained_by(args, n)]
     opt = torch.optim.AdamW(params + list(head.parameters()), lr=args.pretrain_lr,
                             weight_decay=args.weight_decay)
@@ -162,8 +144,11 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
         head.load_state_dict(resume["head"])
         opt.load_state_dict(resume["opt"])
 
-    loader = crop_loader(args, start * args.pretrain_batch,
-                         (args.pretrain_steps - start) * args.pretrain_batch, args.pretrain_batch)
+    loader = iter(torch.utils.data.DataLoader(
+        Crops(args.seed), batch_size=args.pretrain_batch, num_workers=args.workers,
+        sampler=range(start * args.pretrain_batch, args.pretrain_steps * args.pretrain_batch),
+        prefetch_factor=4 if args.workers else None,
+        generator=torch.Generator().manual_seed(args.seed)))
     model.backbone.train()
     t0, right, seen, loss_sum = time.time(), 0, 0, 0.0
     for it in range(start, args.pretrain_steps):
@@ -288,10 +273,6 @@ def main():
                          "detector's own FPN, RoIAlign, box head and class scores")
     ap.add_argument("--pretrain-sizes", type=lambda v: tuple(int(x) for x in v.split(",")),
                     default=(generate.CROP_SIZE,), help="crop sizes, one per step in turn")
-    ap.add_argument("--aux-crops", type=int, default=0,
-                    help="crops classified per detection iteration alongside the scenes "
-                         "(--pretrain-head roi): keeps the pretraining objective in the loss")
-    ap.add_argument("--aux-weight", type=float, default=1.0, help="weight of that loss")
     ap.add_argument("--widths", type=lambda v: tuple(int(x) for x in v.split(",")),
                     default=M.Config.widths, help="ResNet stage widths")
     ap.add_argument("--representation-size", type=int, default=M.Config.representation_size,
@@ -304,9 +285,6 @@ def main():
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
-    if args.aux_crops and args.pretrain_head != "roi":
-        ap.error("--aux-crops classifies through the detector's own box head: "
-                 "it needs --pretrain-head roi")
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -380,11 +358,6 @@ def main():
         sampler=range(start * args.batch, args.iters * args.batch),
         prefetch_factor=4 if args.workers else None,
         generator=torch.Generator().manual_seed(args.seed)))  # leaves the global RNG alone
-    if args.aux_crops:  # crops past those pretraining used, one batch per iteration
-        _, aux_first_class, aux_classify = crop_classifier(model, args)
-        aux_first = args.pretrain_steps * args.pretrain_batch
-        aux_loader = crop_loader(args, aux_first + start * args.aux_crops,
-                                 (args.iters - start) * args.aux_crops, args.aux_crops)
     set_train_mode(model, bn_frozen)
     t_last, c_last = time.time(), time.process_time()
     sums, n_sums = {}, 0
@@ -408,12 +381,6 @@ def main():
             for name, v in losses.items():
                 sums[name] = sums.get(name, 0.0) + v.item()
             n_sums += 1
-        if args.aux_crops:
-            x, cls, box = next(aux_loader)
-            x, box = resize_crops(x, box, args.pretrain_sizes[it % len(args.pretrain_sizes)])
-            aux = nn.functional.cross_entropy(aux_classify(x, box), cls - aux_first_class)
-            (args.aux_weight * aux).backward()
-            sums["loss_aux_crops"] = sums.get("loss_aux_crops", 0.0) + aux.item() * args.batch
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         now = time.time()
