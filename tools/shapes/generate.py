@@ -284,10 +284,11 @@ CROP_SIZE = 96  # pretraining crops (train.py --pretrain-steps)
 
 def make_crop(seed, index, size=CROP_SIZE):
     """One shape-classification sample for backbone pretraining: -> (PIL RGB size x size,
-    class id 1..5, the shape's box [x0, y0, x1, y1] clipped to the crop). The same background, colours, shading and camera as a scene; the
-    labelled shape is drawn last, centred within 8% and filling 55-90% of the crop — what
-    a box head sees of an object in its RoI — over 0-3 other shapes centred out towards
-    the edges. A pure function of (seed, index), like make_scene."""
+    class id 1..5, the shape's box [x0, y0, x1, y1] clipped to the crop). The same
+    background, colours, shading and camera as a scene; the labelled shape is drawn last,
+    centred within 8% and filling 55-90% of the crop — what a box head sees of an object
+    in its RoI — over 0-3 other shapes centred out towards the edges. A pure function of
+    (seed, index), like make_scene."""
     rng = np.random.default_rng([int(seed), int(index), 1])
     img = background(rng, size, size)
 

@@ -182,9 +182,9 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
         for k in range(0, n, args.pretrain_batch):
             batch = [crops[10_000_000 + i] for i in range(k, min(k + args.pretrain_batch, n))]
             y = torch.tensor([b[1] for b in batch]) - first_class
+            x0, box0 = torch.stack([b[0] for b in batch]), torch.stack([b[2] for b in batch])
             for j, size in enumerate(args.pretrain_sizes):
-                x, box = resize_crops(torch.stack([b[0] for b in batch]),
-                                      torch.stack([b[2] for b in batch]), size)
+                x, box = resize_crops(x0, box0, size)
                 right[j] += int((classify(x, box).argmax(1) == y).sum())
     accuracy = ", ".join(f"{r / n:.3f} at {size} px" for r, size in zip(right, args.pretrain_sizes))
     log(f"pretrain done: {args.pretrain_steps} steps of {args.pretrain_batch} crops in "
