@@ -282,13 +282,20 @@ def jpeg_roundtrip(pil, quality):
 CROP_SIZE = 96  # pretraining crops (train.py --pretrain-steps)
 
 
-def make_crop(seed, index, size=CROP_SIZE):
+def make_crop(seed, index, size=CROP_SIZE, cut=0.0):
     """One shape-classification sample for backbone pretraining: -> (PIL RGB size x size,
     class id 1..5, the shape's box [x0, y0, x1, y1] clipped to the crop). The same
     background, colours, shading and camera as a scene; the labelled shape is drawn last,
     centred within 8% and filling 55-90% of the crop — what a box head sees of an object
-    in its RoI — over 0-3 other shapes centred out towards the edges. A pure function of
-    (seed, index), like make_scene."""
+    in its RoI — over 0-3 other shapes centred out towards the edges. With probability
+    `cut` the crop is instead one of cut_crop's, where the shape is cut by the crop border
+    or partly covered (cut=0 gives exactly the crops from before the option). A pure
+    function of (seed, index, cut), like make_scene."""
+    if cut:
+        rng = np.random.default_rng([int(seed), int(index), 2])
+        crop = cut_crop(rng, size) if rng.uniform() < cut else None
+        if crop is not None:
+            return crop
     rng = np.random.default_rng([int(seed), int(index), 1])
     img = background(rng, size, size)
 
@@ -313,6 +320,61 @@ def make_crop(seed, index, size=CROP_SIZE):
     if rng.uniform() < 0.7:  # as in training, most images went through JPEG
         pil = jpeg_roundtrip(pil, int(rng.integers(75, 96)))
     box = np.concatenate([poly.min(axis=0), poly.max(axis=0)]).clip(0, size)
+    return pil, cls, box
+
+
+def cut_crop(rng, size):
+    """A crop like make_crop's but harder, as shapes in scenes are: the labelled shape is
+    drawn first, in half the crops shifted by 20-45% of its size (on each axis with
+    probability 0.6) so the crop border cuts it, then 0-2 shapes go on top of it, each
+    leaving at least half of it visible; the box is the visible part's. None where less
+    than half of the shape (or under 40 px) stays visible. Why: the crops above are easier
+    than scene shapes — a model at 99.5% on them named only 73 of 102 circles and hexagons
+    in held-out scenes given their true boxes, most misses cut by the image border (a
+    circle cut straight looks like a polygon) or covered (tools/shapes/README.md)."""
+    img = background(rng, size, size)
+    cls = int(rng.integers(1, 6))
+    d = rng.uniform(0.55, 0.9) * size
+    if rng.uniform() < 0.5:
+        off = (rng.uniform(0.2, 0.45, size=2) * d * rng.choice([-1, 1], size=2)
+               * (rng.uniform(size=2) < 0.6))
+    else:
+        off = rng.uniform(-0.08, 0.08, size=2) * size
+    c = size / 2 + off
+    poly = shape_polygon(cls, c[0], c[1], d, rng.uniform(0, 2 * math.pi))
+
+    def covered(poly):  # -> (rasterized, the pixels it covers), or None if none
+        r = rasterize(poly, size, size)
+        if r is None:
+            return None
+        cov, x0, y0 = r
+        m = np.zeros((size, size), bool)
+        m[y0:y0 + cov.shape[0], x0:x0 + cov.shape[1]] = cov >= 0.5
+        return r, m
+
+    def draw(r):  # in a colour that stands out from what it covers
+        paint(rng, img, *r, _contrast_ok(rng, img, *r, []))
+
+    shape, full = covered(poly), polygon_area(poly)
+    if shape is None:
+        return None
+    draw(shape[0])
+    visible = shape[1]
+    for _ in range(int(rng.integers(0, 3))):
+        dd = rng.uniform(0.3, 0.7) * d
+        a, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.8) * (d + dd) / 2
+        other = covered(shape_polygon(int(rng.integers(1, 6)), c[0] + dist * math.cos(a),
+                                      c[1] + dist * math.sin(a), dd, rng.uniform(0, 2 * math.pi)))
+        if other is not None and (visible & ~other[1]).sum() >= 0.5 * full:
+            draw(other[0])
+            visible &= ~other[1]
+    if visible.sum() < max(40, 0.5 * full):
+        return None
+    ys, xs = np.nonzero(visible)
+    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+    pil = camera(rng, img)
+    if rng.uniform() < 0.7:
+        pil = jpeg_roundtrip(pil, int(rng.integers(75, 96)))
     return pil, cls, box
 
 

@@ -84,12 +84,12 @@ class Scenes(torch.utils.data.Dataset):
 
 class Crops(torch.utils.data.Dataset):
     """Shape-classification crops (generate.make_crop) for backbone pretraining:
-    (image, class id 1..5, the shape's box)."""
-    def __init__(self, seed):
-        self.seed = seed
+    (image, class id 1..5, the shape's box); `cut` is make_crop's."""
+    def __init__(self, seed, cut):
+        self.seed, self.cut = seed, cut
 
     def __getitem__(self, index):
-        pil, cls, box = generate.make_crop(self.seed, index)
+        pil, cls, box = generate.make_crop(self.seed, index, cut=self.cut)
         return M.to_tensor(pil), cls, torch.from_numpy(box).float()
 
 
@@ -145,7 +145,7 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
         opt.load_state_dict(resume["opt"])
 
     loader = iter(torch.utils.data.DataLoader(
-        Crops(args.seed), batch_size=args.pretrain_batch, num_workers=args.workers,
+        Crops(args.seed, args.pretrain_cut), batch_size=args.pretrain_batch, num_workers=args.workers,
         sampler=range(start * args.pretrain_batch, args.pretrain_steps * args.pretrain_batch),
         prefetch_factor=4 if args.workers else None,
         generator=torch.Generator().manual_seed(args.seed)))
@@ -177,7 +177,7 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
             save(it + 1, dict(step=it + 1, head=head.state_dict(), opt=opt.state_dict()))
     # held-out crops (an index range training never reaches), each generated once and
     # classified at every size, on batch statistics
-    n, crops, right = 1000, Crops(args.seed), [0] * len(args.pretrain_sizes)
+    n, crops, right = 1000, Crops(args.seed, args.pretrain_cut), [0] * len(args.pretrain_sizes)
     with torch.no_grad():
         for k in range(0, n, args.pretrain_batch):
             batch = [crops[10_000_000 + i] for i in range(k, min(k + args.pretrain_batch, n))]
@@ -273,6 +273,9 @@ def main():
                          "detector's own FPN, RoIAlign, box head and class scores")
     ap.add_argument("--pretrain-sizes", type=lambda v: tuple(int(x) for x in v.split(",")),
                     default=(generate.CROP_SIZE,), help="crop sizes, one per step in turn")
+    ap.add_argument("--pretrain-cut", type=float, default=0.0,
+                    help="fraction of crops whose shape is cut by the crop border or partly "
+                         "covered (generate.cut_crop)")
     ap.add_argument("--widths", type=lambda v: tuple(int(x) for x in v.split(",")),
                     default=M.Config.widths, help="ResNet stage widths")
     ap.add_argument("--representation-size", type=int, default=M.Config.representation_size,
