@@ -5,23 +5,25 @@ t*batch .. t*batch+batch-1 of the training seed, so the data, like everything el
 a function of the seed, and a resumed run sees exactly the scenes an uninterrupted one
 would have seen.
 
-    python tools/shapes/train.py --out /tmp/shapes_run9 --seed 0 --iters 3000 --pretrain-steps 1200 --pretrain-cut 0.6
+    python tools/shapes/train.py --out /tmp/shapes_run9 --seed 0 --iters 3000 \
+        --pretrain-steps 1200 --pretrain-cut 0.6
 
 Two phases in one run. No pretrained weights can be downloaded, so the backbone first
-learns the five shapes on crops (--pretrain-steps batches of --pretrain-batch 96-px crops
-from generate.make_crop: one shape centred and filling most of the crop, as an object
-does its RoI, in a fraction --pretrain-cut of them cut by the crop border or partly
-covered, as scene shapes often are; global-average-pooled layer4 -> linear; `nn.BatchNorm2d(eps=1e-5)` on
-batch statistics), the way a Mask R-CNN usually starts from ImageNet weights. Then the
-running statistics are recomputed exactly on scenes (cumulative average of per-image
-statistics over --bn-calib scenes, backbone only), every BatchNorm is put in eval mode,
-and the detector trains with them frozen: the network that is trained computes
-(x - running_mean) / sqrt(running_var + 1e-5) * weight + bias, which is exactly
-torchvision's FrozenBatchNorm2d(eps=1e-5) that segd and export.py use (export.py checks
-the two give the same detections). Why: the two recipes without pretraining (BatchNorm
-on per-image statistics, frozen at 17% or 60% of the run) got only 70% of the held-out
-shapes' classes right even when handed the ground-truth boxes, and the switch from
-per-image to population statistics cost a fifth of the run to recover from.
+learns the five shapes on crops (--pretrain-steps batches of --pretrain-batch 96-px
+crops from generate.make_crop: one shape centred and filling most of the crop, as an
+object does its RoI, in a fraction --pretrain-cut of them cut by the crop border or
+partly covered, as scene shapes often are; global-average-pooled layer4 -> linear;
+`nn.BatchNorm2d(eps=1e-5)` on batch statistics), the way a Mask R-CNN usually starts
+from ImageNet weights. Then the running statistics are recomputed exactly on scenes
+(cumulative average of per-image statistics over --bn-calib scenes, backbone only),
+every BatchNorm is put in eval mode, and the detector trains with them frozen: the
+network that is trained computes (x - running_mean) / sqrt(running_var + 1e-5) * weight
++ bias, which is exactly torchvision's FrozenBatchNorm2d(eps=1e-5) that segd and
+export.py use (export.py checks the two give the same detections). Why: the two recipes
+without pretraining (BatchNorm on per-image statistics, frozen at 17% or 60% of the run)
+got only 70% of the held-out shapes' classes right even when handed the ground-truth
+boxes, and the switch from per-image to population statistics cost a fifth of the run to
+recover from.
 --pretrain-steps 0 gives the old recipe (--freeze-bn-at applies only then).
 --pretrain-head roi pretrains the detector's own classification path instead (FPN,
 RoIAlign, box head, class scores); measured worse in the full recipe (README).
@@ -148,7 +150,8 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
         opt.load_state_dict(resume["opt"])
 
     loader = iter(torch.utils.data.DataLoader(
-        Crops(args.seed, args.pretrain_cut), batch_size=args.pretrain_batch, num_workers=args.workers,
+        Crops(args.seed, args.pretrain_cut), batch_size=args.pretrain_batch,
+        num_workers=args.workers,
         sampler=range(start * args.pretrain_batch, args.pretrain_steps * args.pretrain_batch),
         prefetch_factor=4 if args.workers else None,
         generator=torch.Generator().manual_seed(args.seed)))
