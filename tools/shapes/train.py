@@ -98,6 +98,16 @@ class Crops(torch.utils.data.Dataset):
         return M.to_tensor(pil), cls, torch.from_numpy(box).float()
 
 
+def in_order(dataset, first, stop, batch, args):
+    """Items first .. stop-1 of `dataset` in order (batches of `batch`; None: one at a
+    time), made ahead in --workers processes. Its own generator leaves the global RNG
+    alone."""
+    return iter(torch.utils.data.DataLoader(
+        dataset, batch_size=batch, num_workers=args.workers, sampler=range(first, stop),
+        prefetch_factor=4 if args.workers else None,
+        generator=torch.Generator().manual_seed(args.seed)))
+
+
 def pretrained_by(args, name):
     """Whether the model parameter `name` is one that --pretrain-head trains."""
     if args.pretrain_head == "gap":
@@ -149,12 +159,8 @@ def pretrain_backbone(model, args, log, resume=None, save=None):
         head.load_state_dict(resume["head"])
         opt.load_state_dict(resume["opt"])
 
-    loader = iter(torch.utils.data.DataLoader(
-        Crops(args.seed, args.pretrain_cut), batch_size=args.pretrain_batch,
-        num_workers=args.workers,
-        sampler=range(start * args.pretrain_batch, args.pretrain_steps * args.pretrain_batch),
-        prefetch_factor=4 if args.workers else None,
-        generator=torch.Generator().manual_seed(args.seed)))
+    loader = in_order(Crops(args.seed, args.pretrain_cut), start * args.pretrain_batch,
+                      args.pretrain_steps * args.pretrain_batch, args.pretrain_batch, args)
     model.backbone.train()
     t0, right, seen, loss_sum = time.time(), 0, 0, 0.0
     for it in range(start, args.pretrain_steps):
@@ -362,11 +368,7 @@ def main():
         checkpoint(0)
 
     # scenes are generated one step ahead in a worker process (pure function of the index)
-    loader = iter(torch.utils.data.DataLoader(
-        Scenes(args.seed), batch_size=None, num_workers=args.workers,
-        sampler=range(start * args.batch, args.iters * args.batch),
-        prefetch_factor=4 if args.workers else None,
-        generator=torch.Generator().manual_seed(args.seed)))  # leaves the global RNG alone
+    loader = in_order(Scenes(args.seed), start * args.batch, args.iters * args.batch, None, args)
     set_train_mode(model, bn_frozen)
     t_last, c_last = time.time(), time.process_time()
     sums, n_sums = {}, 0
