@@ -80,6 +80,14 @@ def polygon_area(p):
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def pixels(r, h, w):
+    """The h x w mask of the pixels a rasterize() result covers (coverage >= 0.5)."""
+    cov, x0, y0 = r
+    m = np.zeros((h, w), bool)
+    m[y0:y0 + cov.shape[0], x0:x0 + cov.shape[1]] = cov >= 0.5
+    return m
+
+
 def rasterize(poly, h, w):
     """Coverage in [0, 1] (float32, h x w) of `poly`, by 4x supersampling, drawn only in
     the polygon's bounding box. Returns (coverage crop, x0, y0) or None if off-image."""
@@ -236,8 +244,7 @@ def make_scene(seed, index):
                 continue
             cov, x0, y0 = r
             full_area = polygon_area(poly)
-            new = np.zeros((h, w), bool)
-            new[y0:y0 + cov.shape[0], x0:x0 + cov.shape[1]] = cov >= 0.5
+            new = pixels(r, h, w)
             vis_self = new.sum()
             ok = vis_self >= max(MIN_VISIBLE_AREA, MIN_VISIBLE_FRAC * full_area)
             if ok:
@@ -345,12 +352,7 @@ def cut_crop(rng, size):
 
     def covered(poly):  # -> (rasterized, the pixels it covers), or None if none
         r = rasterize(poly, size, size)
-        if r is None:
-            return None
-        cov, x0, y0 = r
-        m = np.zeros((size, size), bool)
-        m[y0:y0 + cov.shape[0], x0:x0 + cov.shape[1]] = cov >= 0.5
-        return r, m
+        return None if r is None else (r, pixels(r, size, size))
 
     def draw(r):  # in a colour that stands out from what it covers
         paint(rng, img, *r, _contrast_ok(rng, img, *r, []))
@@ -365,10 +367,10 @@ def cut_crop(rng, size):
         a, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.8) * (d + dd) / 2
         other = covered(shape_polygon(int(rng.integers(1, 6)), c[0] + dist * math.cos(a),
                                       c[1] + dist * math.sin(a), dd, rng.uniform(0, 2 * math.pi)))
-        if other is not None and (visible & ~other[1]).sum() >= 0.5 * full:
+        if other is not None and (visible & ~other[1]).sum() >= MIN_VISIBLE_FRAC * full:
             draw(other[0])
             visible &= ~other[1]
-    if visible.sum() < max(40, 0.5 * full):
+    if visible.sum() < max(MIN_VISIBLE_AREA, MIN_VISIBLE_FRAC * full):
         return None
     ys, xs = np.nonzero(visible)
     box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
