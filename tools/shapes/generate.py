@@ -80,6 +80,12 @@ def polygon_area(p):
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def visible_enough(visible_px, full_area):
+    """Whether a shape with `visible_px` of its `full_area` pixels in sight still counts as
+    an instance (MIN_VISIBLE_AREA, MIN_VISIBLE_FRAC)."""
+    return visible_px >= max(MIN_VISIBLE_AREA, MIN_VISIBLE_FRAC * full_area)
+
+
 def pixels(r, h, w):
     """The h x w mask of the pixels a rasterize() result covers (coverage >= 0.5)."""
     cov, x0, y0 = r
@@ -245,12 +251,10 @@ def make_scene(seed, index):
             cov, x0, y0 = r
             full_area = polygon_area(poly)
             new = pixels(r, h, w)
-            vis_self = new.sum()
-            ok = vis_self >= max(MIN_VISIBLE_AREA, MIN_VISIBLE_FRAC * full_area)
+            ok = visible_enough(new.sum(), full_area)
             if ok:
                 for o in objs:  # would this placement bury an earlier shape?
-                    left = np.count_nonzero(o["visible"] & ~new)
-                    if left < max(MIN_VISIBLE_AREA, MIN_VISIBLE_FRAC * o["full_area"]):
+                    if not visible_enough(np.count_nonzero(o["visible"] & ~new), o["full_area"]):
                         ok = False
                         break
             chosen = (poly, cov, x0, y0, full_area, new)
@@ -271,7 +275,7 @@ def make_scene(seed, index):
     instances = []
     for o in objs:
         area = int(o["visible"].sum())
-        if area < MIN_VISIBLE_AREA or area < MIN_VISIBLE_FRAC * o["full_area"]:
+        if not visible_enough(area, o["full_area"]):
             continue
         instances.append(dict(category_id=o["cls"], mask=o["visible"]))
     meta = dict(jpeg_quality=int(rng.integers(75, 96)), png=bool(rng.uniform() < 0.3))
@@ -370,7 +374,7 @@ def cut_crop(rng, size):
         if other is not None and (visible & ~other[1]).sum() >= MIN_VISIBLE_FRAC * full:
             draw(other[0])
             visible &= ~other[1]
-    if visible.sum() < max(MIN_VISIBLE_AREA, MIN_VISIBLE_FRAC * full):
+    if not visible_enough(visible.sum(), full):
         return None
     ys, xs = np.nonzero(visible)
     box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
