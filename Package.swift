@@ -34,13 +34,13 @@ let package = Package(
         .target(name: "Imaging", dependencies: ["CTurboJPEG", "CSPNG", "CFreeType"]),
         .target(name: "Results", dependencies: ["MaskRCNN", "Imaging"]),
         .target(name: "Pipeline", dependencies: [
-            "MaskRCNN", "Imaging", "Results", "CInotifyTools",
+            "Tensor", "MaskRCNN", "Imaging", "Results", "CInotifyTools",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .executableTarget(name: "segd", dependencies: [
-            "Pipeline",
+            "Pipeline", "Tensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ResultsTests", dependencies: ["Results"], resources: [.copy("Fixtures")]),
         // Reads its fixture and samples/ by repository path (the shipped model is tested as shipped).
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Imaging", "Results", "MaskRCNN"],
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Imaging", "Results", "MaskRCNN", "Tensor"],
                     exclude: ["Fixtures"]),
     ]
 )

@@ -37,8 +37,9 @@ public struct ImageBatch: @unchecked Sendable {
     }
 }
 
-/// The FPN outputs P2..P6 in oneDNN's layout, and P2..P5 in the plain layout that
-/// RoIAlign reads (made once per batch, shared by the box and mask heads).
+/// The FPN outputs P2..P6 in oneDNN's layout (and the model's element type), and P2..P5
+/// as host tensors (plain f32) that RoIAlign reads (made once per batch, shared by the box
+/// and mask heads).
 public final class FeatureMaps: @unchecked Sendable {
     public let levels: [Tensor]
     private var plainCache: [Tensor]?
@@ -50,7 +51,7 @@ public final class FeatureMaps: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let p = plainCache { return p }
-        let p = try levels.prefix(4).map { try $0.plain() }
+        let p = try levels.prefix(4).map { try $0.host() }
         plainCache = p
         return p
     }
@@ -75,11 +76,18 @@ public final class MaskRCNN: @unchecked Sendable {
     let rpn: RPN
     let boxHead: BoxHead
     let maskHead: MaskHead
+    /// What the convolutions and FC layers compute in, and why (the CPU's ISA or the request).
+    public let precision: ResolvedPrecision
 
     /// Builds the model from a state dict (torchvision key names, old or new), strictly:
     /// every key must be used, with the shape the architecture read from the dict implies.
-    /// - Parameter frozenBNEpsilon: overrides the file's (or the 0.0 default's) ε.
-    public init(stateDict: StateDict, config base: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil) throws {
+    /// - Parameters:
+    ///   - frozenBNEpsilon: overrides the file's (or the 0.0 default's) ε.
+    ///   - precision: fp32 (torchvision's arithmetic), bf16, or auto (bf16 where this CPU
+    ///     computes it natively); bf16 without native support is an error.
+    public init(stateDict: StateDict, config base: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil,
+                precision: Precision = .fp32) throws {
+        self.precision = try precision.resolve(on: Device.cpu.isa)
         var config = base
         try config.apply(metadata: stateDict.metadata, path: stateDict.path)
         if let e = frozenBNEpsilon { config.frozenBNEpsilon = e }
@@ -90,6 +98,8 @@ public final class MaskRCNN: @unchecked Sendable {
         boxHead = try BoxHead(w, channels: fpn.outChannels, settings: config.box)
         maskHead = try MaskHead(w, channels: fpn.outChannels, numClasses: boxHead.numClasses)
         try w.finish()
+        boxHead.computeType = self.precision.dtype
+        maskHead.computeType = self.precision.dtype
         if stateDict.metadata["classes"] == nil, boxHead.numClasses != config.classNames.count {
             // A .pth carries no names: COCO's when it has 91 classes, else numbered ones.
             config.classNames = ["__background__"] + (1..<boxHead.numClasses).map { "class\($0)" }
@@ -104,8 +114,9 @@ public final class MaskRCNN: @unchecked Sendable {
     }
 
     /// Loads a weights file (.pth zip or legacy, .safetensors).
-    public convenience init(contentsOf path: String, config: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil) throws {
-        try self.init(stateDict: WeightsFile.load(path), config: config, frozenBNEpsilon: frozenBNEpsilon)
+    public convenience init(contentsOf path: String, config: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil,
+                            precision: Precision = .fp32) throws {
+        try self.init(stateDict: WeightsFile.load(path), config: config, frozenBNEpsilon: frozenBNEpsilon, precision: precision)
     }
 
     /// Thresholds that may change between runs without reloading weights.
@@ -168,7 +179,7 @@ public final class MaskRCNN: @unchecked Sendable {
 
     /// ResNet + FPN: P2..P6.
     public func backbone(_ batch: ImageBatch) throws -> FeatureMaps {
-        FeatureMaps(try fpn(body(batch.tensor)))
+        FeatureMaps(try fpn(body(batch.tensor.converted(to: precision.dtype))))
     }
 
     /// Raw RPN head outputs per level (objectness N×A×h×w, deltas N×4A×h×w).

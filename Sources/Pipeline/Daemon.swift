@@ -76,7 +76,8 @@ public final class Daemon: @unchecked Sendable {
     private func loadModel(_ c: PipelineConfig) throws -> Segmenter {
         let (s, ms) = try timed { try Segmenter(weights: c.model.weights, settings: c.inferenceSettings) }
         log.info("model loaded", metadata: ["weights": "\(c.model.weights)", "name": "\(s.modelInfo.name)",
-                                            "classes": "\(s.modelInfo.classes.count)", "ms": "\(Int(ms))"])
+                                            "classes": "\(s.modelInfo.classes.count)", "ms": "\(Int(ms))",
+                                            "precision": "\(s.model.precision)"])
         return s
     }
 

@@ -4,17 +4,18 @@
 // falls back to a default.
 import Foundation
 import Imaging
+import Tensor
 import Yams
 
 public struct PipelineConfig: Sendable, Equatable {
-    public enum Precision: String, Sendable, CaseIterable { case fp32 }
     public enum AfterSuccess: String, Sendable, CaseIterable { case keep, move, delete }
     public enum AfterFailure: String, Sendable, CaseIterable { case keep, move }
     public enum LogLevel: String, Sendable, CaseIterable { case trace, debug, info, notice, warning, error, critical }
 
     public struct Model: Sendable, Equatable {
         public var weights = "/usr/local/share/segd/shapes.safetensors"
-        public var precision = Precision.fp32
+        /// auto | fp32 | bf16 (auto: bf16 where the CPU computes it natively).
+        public var precision = Precision.auto
         /// nil: the model's own (0.05 for torchvision's checkpoints).
         public var scoreThreshold: Double?
         public var maskThreshold = 0.5
@@ -282,6 +283,7 @@ extension PipelineConfig {
         s.frozenBNEpsilon = model.frozenBNEpsilon.map(Float.init)
         s.minSize = model.minSize
         s.maxSize = model.maxSize
+        s.precision = model.precision
         return s
     }
 

@@ -3,6 +3,7 @@
 import Foundation
 import MaskRCNN
 import Results
+import Tensor
 
 /// Run-time settings that shape results (pipeline.yml `model:` and the CLI flags).
 public struct InferenceSettings: Sendable {
@@ -12,6 +13,8 @@ public struct InferenceSettings: Sendable {
     public var frozenBNEpsilon: Float?
     public var minSize: Int?
     public var maxSize: Int?
+    /// auto: bf16 where the CPU computes it natively, fp32 elsewhere.
+    public var precision: Precision = .auto
     public init() {}
 }
 
@@ -25,7 +28,7 @@ public final class Segmenter: @unchecked Sendable {
         var base = ModelConfig()
         if let v = s.minSize { base.minSize = v }
         if let v = s.maxSize { base.maxSize = v }
-        let model = try MaskRCNN(contentsOf: path, config: base, frozenBNEpsilon: s.frozenBNEpsilon)
+        let model = try MaskRCNN(contentsOf: path, config: base, frozenBNEpsilon: s.frozenBNEpsilon, precision: s.precision)
         // The file's metadata may set sizes; explicit settings win over it.
         model.setInferenceOptions(scoreThreshold: s.scoreThreshold, detectionsPerImage: s.maxDetections, maskThreshold: s.maskThreshold)
         if s.minSize != nil || s.maxSize != nil { model.setSizes(minSize: s.minSize, maxSize: s.maxSize) }
@@ -34,6 +37,6 @@ public final class Segmenter: @unchecked Sendable {
         let c = model.config
         modelInfo = ImageResult.ModelInfo(name: c.name, sha256: try SHA256.hex(fileAt: path), classes: c.classNames)
         settings = ImageResult.Settings(scoreThreshold: Double(c.box.scoreThreshold), maskThreshold: Double(c.maskThreshold),
-                                        maxDetections: c.box.detectionsPerImage, minSize: c.minSize, maxSize: c.maxSize, precision: "fp32")
+                                        maxDetections: c.box.detectionsPerImage, minSize: c.minSize, maxSize: c.maxSize, precision: model.precision.name)
     }
 }

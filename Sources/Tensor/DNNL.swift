@@ -7,6 +7,7 @@ public enum TensorError: Error, CustomStringConvertible {
     case dnnl(status: dnnl_status_t, call: String, context: String)
     case shapeMismatch(op: String, expected: [Int], got: [Int])
     case invalidArgument(op: String, reason: String)
+    case unsupportedPrecision(requested: String, isa: String, missing: String)
 
     public var description: String {
         switch self {
@@ -16,6 +17,8 @@ public enum TensorError: Error, CustomStringConvertible {
             return "\(op): expected shape \(expected), got \(got)"
         case let .invalidArgument(op, reason):
             return "\(op): \(reason)"
+        case let .unsupportedPrecision(requested, isa, missing):
+            return "precision \(requested) needs native bf16 (\(missing)); this CPU's oneDNN ISA is \(isa) (emulated bf16 is 3–4× slower than fp32: use fp32 or auto)"
         }
     }
 
@@ -40,15 +43,31 @@ func check(_ status: dnnl_status_t, _ call: @autoclosure () -> String, _ context
     }
 }
 
-/// The CPU engine and a pool of streams. oneDNN streams must not be used by two threads
-/// at once, while pipeline stages run on their own queues, so each execution borrows a
-/// stream from the pool (there are at most as many as threads that ever ran a primitive).
-public final class Engine: @unchecked Sendable {
-    public static let shared: Engine = {
-        do { return try Engine() } catch { fatalError("cannot create the oneDNN CPU engine: \(error)") }
+/// A compute device: the oneDNN CPU engine, its pool of streams and the primitive cache of
+/// stateless ops (reorders, pooling, resampling). Every tensor and layer belongs to one;
+/// host code reaches a tensor's values only through `Tensor.host()`, so a second backend
+/// (CUDA) is a second `Device` kind, not an edit across the model.
+///
+/// oneDNN streams must not be used by two threads at once, while pipeline stages run on
+/// their own queues, so each execution borrows a stream from the pool (there are at most
+/// as many as threads that ever ran a primitive).
+public final class Device: @unchecked Sendable, CustomStringConvertible {
+    /// The CPU, as oneDNN sees it.
+    public static let cpu: Device = {
+        do { return try Device() } catch { fatalError("cannot create the oneDNN CPU engine: \(error)") }
     }()
 
     let handle: dnnl_engine_t
+    /// The instruction set oneDNN dispatches its kernels for on this machine.
+    public let isa: CPUISA
+    let primitives = PrimitiveCache<Primitive>()
+    /// Where 3×3 stride-1 f32 convolutions may use winograd (Conv2d); `.measured` unless a
+    /// caller needs the direct method's exact arithmetic.
+    public var winograd: WinogradPolicy {
+        get { lock.withLock { winogradPolicy } }
+        set { lock.withLock { winogradPolicy = newValue } }
+    }
+    private var winogradPolicy: WinogradPolicy = .measured
     private var freeStreams: [dnnl_stream_t] = []
     private let lock = NSLock()
 
@@ -63,11 +82,19 @@ public final class Engine: @unchecked Sendable {
         var e: dnnl_engine_t?
         try check(dnnl_engine_create(&e, dnnl_cpu, 0), "dnnl_engine_create")
         handle = e!
+        isa = CPUISA(dnnl_get_effective_cpu_isa())
     }
 
     deinit {
         for s in freeStreams { dnnl_stream_destroy(s) }
         dnnl_engine_destroy(handle)
+    }
+
+    public var description: String { "cpu (oneDNN \(Self.oneDNNVersion), \(isa))" }
+
+    public static var oneDNNVersion: String {
+        guard let v = dnnl_version()?.pointee else { return "?" }
+        return "\(v.major).\(v.minor).\(v.patch)"
     }
 
     func withStream<R>(_ body: (dnnl_stream_t) throws -> R) throws -> R {
@@ -90,13 +117,15 @@ public final class Engine: @unchecked Sendable {
 
 /// A created primitive and its descriptor (both freed together).
 final class Primitive: @unchecked Sendable {
+    let device: Device
     let pd: dnnl_primitive_desc_t
     let primitive: dnnl_primitive_t
     /// Scratchpad the primitive needs per execution (user-managed; 0 when none).
     let scratchpadBytes: Int
 
     /// Takes ownership of `pd`.
-    init(pd: dnnl_primitive_desc_t, what: String) throws {
+    init(pd: dnnl_primitive_desc_t, device: Device, what: String) throws {
+        self.device = device
         var p: dnnl_primitive_t?
         let status = dnnl_primitive_create(&p, pd)
         if status != dnnl_success {
@@ -110,22 +139,29 @@ final class Primitive: @unchecked Sendable {
     }
 
     /// Creates the descriptor from an op descriptor (any `dnnl_*_desc_t`), then the primitive.
-    static func make<D>(_ desc: D, attr: Attr?, what: String) throws -> Primitive {
+    static func make<D>(_ desc: D, attr: Attr?, on device: Device, what: String) throws -> Primitive {
         var desc = desc
         var pd: dnnl_primitive_desc_t?
         let attr = try attr ?? Attr()
         try withExtendedLifetime(attr) {
             try withUnsafePointer(to: &desc) { p in
-                try check(dnnl_primitive_desc_create(&pd, p, attr.handle, Engine.shared.handle, nil),
+                try check(dnnl_primitive_desc_create(&pd, p, attr.handle, device.handle, nil),
                           "dnnl_primitive_desc_create", what)
             }
         }
-        return try Primitive(pd: pd!, what: what)
+        return try Primitive(pd: pd!, device: device, what: what)
     }
 
     deinit {
         dnnl_primitive_destroy(primitive)
         dnnl_primitive_desc_destroy(pd)
+    }
+
+    /// oneDNN's name for the implementation it chose, e.g. `brgconv:avx512_core_bf16`.
+    var implementation: String {
+        var p: UnsafePointer<CChar>?
+        guard dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &p) == dnnl_success, let p else { return "?" }
+        return String(cString: p)
     }
 
     func md(_ what: dnnl_query_t, _ index: Int32 = 0) -> dnnl_memory_desc_t {
@@ -141,7 +177,7 @@ final class Primitive: @unchecked Sendable {
         for (arg, t) in args {
             var m: dnnl_memory_t?
             var d = t.desc
-            try check(dnnl_memory_create(&m, &d, Engine.shared.handle, t.data), "dnnl_memory_create")
+            try check(dnnl_memory_create(&m, &d, device.handle, t.data), "dnnl_memory_create")
             memories.append(m)
             execArgs.append(dnnl_exec_arg_t(arg: arg, memory: m))
         }
@@ -158,11 +194,11 @@ final class Primitive: @unchecked Sendable {
             }
             var m: dnnl_memory_t?
             var d = md(dnnl_query_scratchpad_md)
-            try check(dnnl_memory_create(&m, &d, Engine.shared.handle, scratchpad), "dnnl_memory_create")
+            try check(dnnl_memory_create(&m, &d, device.handle, scratchpad), "dnnl_memory_create")
             memories.append(m)
             execArgs.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: m))
         }
-        try Engine.shared.withStream { stream in
+        try device.withStream { stream in
             try check(dnnl_primitive_execute(primitive, stream, Int32(execArgs.count), execArgs), "dnnl_primitive_execute")
             try check(dnnl_stream_wait(stream), "dnnl_stream_wait")
         }
@@ -177,9 +213,9 @@ enum MD {
         return d
     }
 
-    static func make(_ shape: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
+    static func make(_ shape: [Int], _ tag: dnnl_format_tag_t, _ dtype: DType = .f32) throws -> dnnl_memory_desc_t {
         var md = dnnl_memory_desc_t()
-        try check(dnnl_memory_desc_init_by_tag(&md, Int32(shape.count), dims(shape), dnnl_f32, tag),
+        try check(dnnl_memory_desc_init_by_tag(&md, Int32(shape.count), dims(shape), dtype.dnnl, tag),
                   "dnnl_memory_desc_init_by_tag", "shape \(shape)")
         return md
     }
@@ -195,16 +231,18 @@ enum MD {
         }
     }
 
-    static func any(_ shape: [Int]) throws -> dnnl_memory_desc_t { try make(shape, dnnl_format_tag_any) }
+    static func any(_ shape: [Int], _ dtype: DType = .f32) throws -> dnnl_memory_desc_t { try make(shape, dnnl_format_tag_any, dtype) }
 
-    /// The 4-D layouts oneDNN picks for f32 activations on CPUs (plain, channels-last, blocked).
-    static let activationTags: [dnnl_format_tag_t] = [dnnl_abcd, dnnl_acdb, dnnl_aBcd8b, dnnl_aBcd16b, dnnl_aBcd4b]
+    static func dtype(of md: dnnl_memory_desc_t) -> DType { md.data_type == dnnl_bf16 ? .bf16 : .f32 }
+
+    /// The 4-D layouts oneDNN picks for activations on CPUs (plain, channels-last, blocked).
+    static let activationTags: [dnnl_format_tag_t] = [dnnl_abcd, dnnl_acdb, dnnl_aBcd8b, dnnl_aBcd16b, dnnl_aBcd4b, dnnl_aBcd32b]
 
     /// The format tag of a 4-D descriptor, when it is one of `activationTags`.
     static func tag(of md: dnnl_memory_desc_t) -> dnnl_format_tag_t? {
         guard md.ndims == 4 else { return nil }
         let shape = withUnsafeBytes(of: md.dims) { Array($0.bindMemory(to: dnnl_dim_t.self).prefix(4)).map { Int($0) } }
-        return activationTags.first { (try? make(shape, $0)).map { equal($0, md) } ?? false }
+        return activationTags.first { (try? make(shape, $0, dtype(of: md))).map { equal($0, md) } ?? false }
     }
 
     static func equal(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t) -> Bool {
@@ -219,7 +257,7 @@ enum MD {
 
     /// A hashable identity of a memory descriptor (dims + layout), for primitive caches.
     static func key(_ md: dnnl_memory_desc_t) -> [Int] {
-        var k: [Int] = [Int(md.ndims), Int(md.format_kind.rawValue)]
+        var k: [Int] = [Int(md.ndims), Int(md.format_kind.rawValue), Int(md.data_type.rawValue)]
         withUnsafeBytes(of: md.dims) { b in
             let p = b.bindMemory(to: dnnl_dim_t.self)
             for i in 0..<Int(md.ndims) { k.append(Int(p[i])) }

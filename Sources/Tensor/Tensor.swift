@@ -1,22 +1,31 @@
-// Tensor: an f32 n-d array in a oneDNN memory layout (plain row-major, or a blocked
-// layout such as nChw8c chosen by a convolution), in 64-byte aligned memory it owns.
+// Tensor: an n-d array of f32 or bf16 on a device, in a oneDNN memory layout (plain
+// row-major, or a blocked layout such as nChw16c chosen by a convolution), in 64-byte
+// aligned memory it owns. Swift code reads values only from host tensors (plain f32),
+// which `host()` makes: the one transfer a second backend would implement.
 import CDNNL
 import Foundation
 
 public final class Tensor: @unchecked Sendable {
     /// Logical dimensions, NCHW order for 4-D activations.
     public let shape: [Int]
+    /// Element type (f32 or bf16).
+    public let dtype: DType
+    /// The device whose memory holds the values.
+    public let device: Device
     /// Physical layout as oneDNN describes it.
     let desc: dnnl_memory_desc_t
-    /// The storage; its size is that of `desc` (a blocked layout pads channels).
-    public let data: UnsafeMutableRawPointer
-    public let byteCount: Int
+    /// The storage; its size is that of `desc` (a blocked layout pads channels). Only the
+    /// Tensor module touches it: host code goes through `host()` and `floats`.
+    let data: UnsafeMutableRawPointer
+    let byteCount: Int
     /// Set when this tensor is a view of another's storage, which it keeps alive.
     private let base: Tensor?
 
-    init(desc: dnnl_memory_desc_t, shape: [Int]) {
+    init(desc: dnnl_memory_desc_t, shape: [Int], device: Device = .cpu) {
         self.shape = shape
         self.desc = desc
+        self.device = device
+        dtype = MD.dtype(of: desc)
         base = nil
         byteCount = max(MD.size(desc), 4)
         var p: UnsafeMutableRawPointer?
@@ -26,14 +35,14 @@ public final class Tensor: @unchecked Sendable {
         data = p
     }
 
-    /// A zero-filled tensor in the plain row-major layout.
+    /// A zero-filled host tensor (plain row-major f32).
     public convenience init(zeros shape: [Int]) {
         let md = try! MD.make(shape, MD.plainTag(shape.count))
         self.init(desc: md, shape: shape)
         memset(data, 0, byteCount)
     }
 
-    /// A plain row-major tensor holding `values`.
+    /// A host tensor (plain row-major f32) holding `values`.
     public convenience init(shape: [Int], values: [Float]) {
         precondition(values.count == shape.reduce(1, *), "Tensor: \(values.count) values for shape \(shape)")
         let md = try! MD.make(shape, MD.plainTag(shape.count))
@@ -41,14 +50,16 @@ public final class Tensor: @unchecked Sendable {
         values.withUnsafeBytes { data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
 
-    /// Uninitialized plain tensor (callers fill every element).
+    /// An uninitialized host tensor (plain f32; callers fill every element).
     public static func uninitialized(_ shape: [Int]) -> Tensor {
         Tensor(desc: try! MD.make(shape, MD.plainTag(shape.count)), shape: shape)
     }
 
     private init(viewOf base: Tensor, shape: [Int]) {
         self.shape = shape
-        desc = try! MD.make(shape, MD.plainTag(shape.count))
+        dtype = base.dtype
+        device = base.device
+        desc = try! MD.make(shape, MD.plainTag(shape.count), base.dtype)
         self.base = base
         data = base.data
         byteCount = base.byteCount
@@ -58,19 +69,42 @@ public final class Tensor: @unchecked Sendable {
 
     public var count: Int { shape.reduce(1, *) }
 
-    /// Whether the layout is the plain row-major one that Swift kernels index directly.
-    public var isPlain: Bool { MD.equal(desc, try! MD.make(shape, MD.plainTag(shape.count))) }
+    /// Whether the layout is the plain row-major one (in this tensor's dtype).
+    public var isPlain: Bool { MD.equal(desc, try! MD.make(shape, MD.plainTag(shape.count), dtype)) }
 
-    /// Elements of a plain tensor.
+    /// Whether Swift code may index the values directly: plain f32 in host memory.
+    public var isHost: Bool { dtype == .f32 && isPlain }
+
+    /// Elements of a host tensor.
     public var floats: UnsafeMutableBufferPointer<Float> {
-        precondition(isPlain, "Tensor.floats needs the plain layout; call plain() first")
+        precondition(isHost, "Tensor.floats needs a host tensor (plain f32); call host() first")
         return UnsafeMutableBufferPointer(start: data.assumingMemoryBound(to: Float.self), count: count)
     }
 
-    /// This tensor in the plain layout: itself when already plain, else a reordered copy.
-    public func plain() throws -> Tensor {
+    /// The one transfer to host memory: these values as plain row-major f32 (itself when
+    /// already so; otherwise a reorder, which also widens bf16 exactly).
+    public func host() throws -> Tensor {
+        if isHost { return self }
+        return try copy(to: MD.make(shape, MD.plainTag(shape.count), .f32))
+    }
+
+    /// These values in element type `dtype`, in oneDNN's layout for it (the same layout
+    /// when only the type changes). f32 → bf16 rounds to nearest even.
+    public func converted(to dtype: DType) throws -> Tensor {
+        if dtype == self.dtype { return self }
+        var md = desc
+        md.data_type = dtype.dnnl
+        if md.format_kind == dnnl_blocked {
+            // Strides stay in elements, so the same blocked layout describes the new type.
+            return try copy(to: md)
+        }
+        return try copy(to: MD.make(shape, MD.plainTag(shape.count), dtype))
+    }
+
+    /// This tensor in its dtype's plain layout.
+    func plain() throws -> Tensor {
         if isPlain { return self }
-        return try reordered(to: MD.make(shape, MD.plainTag(shape.count)))
+        return try reordered(to: MD.make(shape, MD.plainTag(shape.count), dtype))
     }
 
     /// A copy in layout `md` (same logical shape).
@@ -81,24 +115,24 @@ public final class Tensor: @unchecked Sendable {
 
     /// A new tensor with these values in layout `md`.
     func copy(to md: dnnl_memory_desc_t) throws -> Tensor {
-        let out = Tensor(desc: md, shape: shape)
+        let out = Tensor(desc: md, shape: shape, device: device)
         try Reorder.run(from: self, to: out)
         return out
     }
 
-    /// The values in row-major order.
+    /// The values in row-major order, as f32.
     public func toArray() throws -> [Float] {
-        try plain().withFloats { Array($0) }
+        try host().withFloats { Array($0) }
     }
 
-    /// Calls body with the elements of a plain tensor, keeping the storage alive meanwhile
+    /// Calls body with the elements of a host tensor, keeping the storage alive meanwhile
     /// (a bare `.floats` on a temporary can outlive the tensor that owns the memory).
     public func withFloats<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
         try withExtendedLifetime(self) { try body(floats) }
     }
 
     /// The same values seen with another shape of equal element count: a view sharing
-    /// storage when the layout is plain (no copy), else a plain copy.
+    /// storage when the layout is plain (no copy), else a plain copy; the dtype is kept.
     public func reshaped(_ newShape: [Int]) throws -> Tensor {
         guard newShape.reduce(1, *) == count else {
             throw TensorError.invalidArgument(op: "reshape", reason: "\(shape) has \(count) elements, \(newShape) has \(newShape.reduce(1, *))")
@@ -112,6 +146,8 @@ public final class Tensor: @unchecked Sendable {
 final class PrimitiveCache<Value>: @unchecked Sendable {
     private var entries: [[Int]: Value] = [:]
     private let lock = NSLock()
+
+    func peek(_ key: [Int]) -> Value? { lock.withLock { entries[key] } }
 
     func get(_ key: [Int], create: () throws -> Value) rethrows -> Value {
         lock.lock()
@@ -128,26 +164,27 @@ final class PrimitiveCache<Value>: @unchecked Sendable {
 
 /// Layout conversions (oneDNN reorders), cached by both layouts.
 enum Reorder {
-    private static let cache = PrimitiveCache<Primitive>()
-
     static func run(from src: Tensor, to dst: Tensor) throws {
-        let prim = try cache.get(MD.key(src.desc) + [-1] + MD.key(dst.desc)) {
+        let device = src.device
+        let prim = try device.primitives.get([0] + MD.key(src.desc) + [-1] + MD.key(dst.desc)) {
             var pd: dnnl_primitive_desc_t?
             var s = src.desc, d = dst.desc
             let attr = try Attr()  // user-managed scratchpad, as every primitive (DNNL.swift)
             try withExtendedLifetime(attr) {
-                try check(dnnl_reorder_primitive_desc_create(&pd, &s, Engine.shared.handle, &d, Engine.shared.handle, attr.handle),
+                try check(dnnl_reorder_primitive_desc_create(&pd, &s, device.handle, &d, device.handle, attr.handle),
                           "dnnl_reorder_primitive_desc_create", "shape \(src.shape)")
             }
-            return try Primitive(pd: pd!, what: "reorder \(src.shape)")
+            return try Primitive(pd: pd!, device: device, what: "reorder \(src.shape)")
         }
         try prim.execute([(DNNL_ARG_FROM, src), (DNNL_ARG_TO, dst)])
     }
 }
 
 /// A layer's weights, kept as one copy: PyTorch's layout until the first primitive asks for
-/// its own, then that layout; a primitive for another input size reorders from there.
-/// (R50: keeping one copy instead of one per input size saved 170 MB.)
+/// its own, then that layout (and type); a primitive for another input size reorders from
+/// there. (R50: keeping one copy instead of one per input size saved 170 MB; a bf16 model
+/// keeps only bf16 weights, 85 MB.) A model runs in one precision, so once narrowed to bf16
+/// the weights refuse to serve an f32 primitive rather than widen rounded values silently.
 final class WeightCopy: @unchecked Sendable {
     private var tensor: Tensor
     private let lock = NSLock()
@@ -157,8 +194,11 @@ final class WeightCopy: @unchecked Sendable {
     var shape: [Int] { lock.withLock { tensor.shape } }
 
     /// The weights in the layout a new primitive wants; that becomes the kept copy.
-    func reordered(to md: dnnl_memory_desc_t) throws -> Tensor {
+    func reordered(to md: dnnl_memory_desc_t, what: @autoclosure () -> String) throws -> Tensor {
         try lock.withLock {
+            if tensor.dtype == .bf16, MD.dtype(of: md) == .f32 {
+                throw TensorError.invalidArgument(op: what(), reason: "weights were narrowed to bf16 by an earlier bf16 call; an fp32 run needs a model loaded for fp32")
+            }
             tensor = try tensor.reordered(to: md)
             return tensor
         }

@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import MaskRCNN
 import Pipeline
+import Tensor
 
 /// Exit codes: 0 all inputs done; 3 some inputs failed (the rest written); 64 bad usage
 /// (EX_USAGE); 1 anything else fatal (model file unreadable, output not writable).
@@ -45,10 +46,14 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("frozen-bn-eps"), help: "Frozen BatchNorm epsilon (default: the file's metadata, else 0.0 as torchvision's COCO checkpoint).")
     var frozenBNEps: Float?
 
+    @Option(help: "auto (bf16 where this CPU computes it natively: AMX or AVX512_BF16), fp32 (torchvision's arithmetic) or bf16.")
+    var precision: Precision?
+
     var settings: InferenceSettings {
         var s = InferenceSettings()
         s.scoreThreshold = score
         s.frozenBNEpsilon = frozenBNEps
+        if let precision { s.precision = precision }
         return s
     }
 
@@ -119,6 +124,7 @@ struct Batch: ParsableCommand {
             if file == nil { options.output.directory = "out" }
             if let v = model.score { s.scoreThreshold = v }
             if let v = model.frozenBNEps { s.frozenBNEpsilon = v }
+            if let v = model.precision { s.precision = v }
             if let v = maskThreshold { s.maskThreshold = v }
             if let v = maxDetections { s.maxDetections = v }
             if let v = out { options.output.directory = v }
@@ -132,6 +138,7 @@ struct Batch: ParsableCommand {
             let files = try Inputs.collect(inputs)
             guard !files.isEmpty else { throw PipelineError.noInputs(reason: "\(inputs.joined(separator: " ")) holds no .jpg/.jpeg/.png files") }
             let segmenter = try Segmenter(weights: weights, settings: s)
+            FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), precision \(segmenter.model.precision)\n".utf8))
             let progress = Progress(total: files.count)
             let summary = try BatchRun(inputs: files, options: options, skipExisting: skipExisting)
                 .run(segmenter: segmenter) { done, total, job in progress.update(done: done, job: job) }
@@ -156,6 +163,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         try Segd.guarded {
             let segmenter = try Segmenter(weights: model.weightsPath, settings: model.settings)
+            FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), precision \(segmenter.model.precision)\n".utf8))
             let report = try Pipeline.Bench.run(model: segmenter.model, imagePaths: images, repeat: `repeat`) { line in
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
@@ -192,3 +200,5 @@ struct Model: ParsableCommand {
         }
     }
 }
+
+extension Precision: ExpressibleByArgument {}

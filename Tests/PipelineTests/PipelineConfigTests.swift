@@ -30,7 +30,7 @@ final class PipelineConfigTests: XCTestCase {
         let c = try parse("""
             model:
               weights: m/w.pth
-              precision: fp32
+              precision: bf16
               score_threshold: 0.7
               mask_threshold: 0.4
               max_detections: 20
@@ -120,7 +120,7 @@ final class PipelineConfigTests: XCTestCase {
         XCTAssertEqual(error("outputs:\n  jpeg_quality: 0\n"), "p.yml:2: outputs.jpeg_quality: 0 is outside 1...100")
         XCTAssertEqual(error("model:\n\n  mask_threshold: 1.5\n"), "p.yml:3: model.mask_threshold: 1.5 is outside 0.0...1.0")
         XCTAssertEqual(error("after:\n  success: archive\n"), "p.yml:2: after.success: expected one of keep, move, delete, found 'archive'")
-        XCTAssertEqual(error("model:\n  precision: fp8\n"), "p.yml:2: model.precision: expected one of fp32, found 'fp8'")
+        XCTAssertEqual(error("model:\n  precision: fp8\n"), "p.yml:2: model.precision: expected one of auto, fp32, bf16, found 'fp8'")
         XCTAssertEqual(error("inputs:\n  recursive: sometimes\n"), "p.yml:2: inputs.recursive: expected true or false, found 'sometimes'")
         XCTAssertEqual(error("inputs:\n  directories: []\n"), "p.yml:2: inputs.directories: needs at least one entry")
         XCTAssertEqual(error("model:\n  min_size: 800\n  max_size: 600\n"), "p.yml:3: model.max_size: 600 is smaller than model.min_size 800")

@@ -33,7 +33,7 @@
 //   values, whose order torch.topk leaves to std::nth_element/std::sort (unspecified);
 //   there, the index sets must agree wherever a run of equal values lies wholly inside
 //   the top k, and Swift's own documented tie rule (lower index first) is checked.
-import Tensor
+@testable import Tensor
 import XCTest
 
 final class TensorOpsTests: XCTestCase {

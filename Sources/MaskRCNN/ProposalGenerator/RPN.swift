@@ -65,7 +65,7 @@ final class RPNHead {
         try features.map { f in
             var t = f
             for c in convs { t = try c(t) }
-            return try predictor(t).plain()
+            return try predictor(t, outputType: .f32).host()
         }
     }
 }

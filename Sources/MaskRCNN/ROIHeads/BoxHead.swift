@@ -36,6 +36,9 @@ public final class BoxHead {
     let fc6: Linear, fc7: Linear, predictor: Linear
     let coder = BoxCoder(weights: (10, 10, 5, 5))
     public var settings: BoxHeadSettings
+    /// fc6/fc7 run in this type (RoIAlign's f32 output is narrowed first); the predictor
+    /// always writes f32 logits for the f32 decoding, scores and NMS.
+    var computeType: DType = .f32
 
     init(_ w: WeightLoader, channels: Int, settings: BoxHeadSettings) throws {
         let fc6Shape = try w.shape("roi_heads.box_head.fc6.weight")
@@ -56,10 +59,10 @@ public final class BoxHead {
 
     /// Class logits (R×K) and box regression (R×4K) for all proposals of the batch.
     public func logits(_ features: [Tensor], proposals: [Proposals], imageSizes: [(Int, Int)]) throws -> (classLogits: [Float], boxRegression: [Float]) {
-        let x = pooler(features, boxes: proposals.map(\.boxes), imageSizes: imageSizes)
+        let x = try pooler(features, boxes: proposals.map(\.boxes), imageSizes: imageSizes).converted(to: computeType)
         let k = numClasses, r = x.shape[0]
         var cls = [Float](repeating: 0, count: r * k), reg = [Float](repeating: 0, count: r * 4 * k)
-        try predictor(fc7(fc6(x))).withFloats { y in
+        try predictor(fc7(fc6(x)), outputType: .f32).host().withFloats { y in
             for i in 0..<r {
                 for j in 0..<k { cls[i * k + j] = y[i * 5 * k + j] }
                 for j in 0..<(4 * k) { reg[i * 4 * k + j] = y[i * 5 * k + k + j] }

@@ -18,6 +18,9 @@ public final class MaskHead {
     let logitWeights: [Float], logitBias: [Float]
     public let layers: [Int]
     public let dimReduced: Int
+    /// The convolutions run in this type; the logits are computed in f32 from the
+    /// deconvolution's f32 output.
+    var computeType: DType = .f32
 
     init(_ w: WeightLoader, channels: Int, numClasses: Int) throws {
         var convs: [Conv2d] = [], layers: [Int] = []
@@ -46,6 +49,7 @@ public final class MaskHead {
     public func callAsFunction(_ features: [Tensor], detections: [ROIDetections], imageSizes: [(Int, Int)]) throws -> [[Float]] {
         var x = pooler(features, boxes: detections.map(\.boxes), imageSizes: imageSizes)
         guard x.shape[0] > 0 else { return detections.map { _ in [] } }
+        x = try x.converted(to: computeType)
         for c in convs { x = try c(x) }
         // The deconvolution's pre-shuffle output: D×(C·4)×14×14, channel c·4 + dy·2 + dx
         // holding mask pixel (2y + dy, 2x + dx) of channel c.
