@@ -185,21 +185,43 @@ enum Reorder {
 /// there. (R50: keeping one copy instead of one per input size saved 170 MB; a bf16 model
 /// keeps only bf16 weights, 85 MB.) A model runs in one precision, so once narrowed to bf16
 /// the weights refuse to serve an f32 primitive rather than widen rounded values silently.
+///
+/// Winograd's weights are a transform (oneDNN's `wino` format), which oneDNN reorders only
+/// from the plain layout and never back: a layer that may run winograd keeps its plain
+/// original beside the working copy (f32 3×3 layers of R50: 66 MB) and derives each
+/// winograd copy from it, once per distinct format.
 final class WeightCopy: @unchecked Sendable {
     private var tensor: Tensor
+    private var original: Tensor?
+    private var transformed: [Tensor] = []
     private let lock = NSLock()
 
-    init(_ tensor: Tensor) { self.tensor = tensor }
+    init(_ tensor: Tensor, keepOriginal: Bool = false) {
+        self.tensor = tensor
+        original = keepOriginal ? tensor : nil
+    }
 
     var shape: [Int] { lock.withLock { tensor.shape } }
 
-    /// The weights in the layout a new primitive wants; that becomes the kept copy.
+    /// The weights in the layout a new primitive wants; that becomes the kept copy (a
+    /// winograd transform is kept beside it instead).
     func reordered(to md: dnnl_memory_desc_t, what: @autoclosure () -> String) throws -> Tensor {
         try lock.withLock {
+            if md.format_kind == dnnl_format_kind_wino {
+                if let t = transformed.first(where: { MD.equal($0.desc, md) }) { return t }
+                guard let original else {
+                    throw TensorError.invalidArgument(op: what(), reason: "winograd weights need the plain original, which this layer did not keep")
+                }
+                let t = try original.copy(to: md)
+                transformed.append(t)
+                return t
+            }
             if tensor.dtype == .bf16, MD.dtype(of: md) == .f32 {
                 throw TensorError.invalidArgument(op: what(), reason: "weights were narrowed to bf16 by an earlier bf16 call; an fp32 run needs a model loaded for fp32")
             }
             tensor = try tensor.reordered(to: md)
+            // oneDNN 2.6 has no bf16 winograd: a bf16 layer never needs the f32 original.
+            if tensor.dtype == .bf16 { original = nil; transformed = [] }
             return tensor
         }
     }

@@ -157,6 +157,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed passes over the images after one warm-up.")
     var `repeat` = 3
 
+    @Option(help: "Images per model call (the images cycle to fill each batch).")
+    var batch = 1
+
     @Argument(help: "Images to time.")
     var images: [String]
 
@@ -164,7 +167,7 @@ struct Bench: ParsableCommand {
         try Segd.guarded {
             let segmenter = try Segmenter(weights: model.weightsPath, settings: model.settings)
             FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), precision \(segmenter.model.precision)\n".utf8))
-            let report = try Pipeline.Bench.run(model: segmenter.model, imagePaths: images, repeat: `repeat`) { line in
+            let report = try Pipeline.Bench.run(model: segmenter.model, imagePaths: images, repeat: `repeat`, batch: batch) { line in
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
             print(report.report(), terminator: "")

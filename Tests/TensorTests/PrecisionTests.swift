@@ -207,6 +207,7 @@ final class PrecisionTests: XCTestCase {
         let first = try measured(input).toArray(), second = try measured(input).toArray()
         assertIdentical(first, direct, "the first measured call runs direct")
         assertClose(second, direct, scaled: 1e-4, "the second measured call runs winograd")
+        XCTAssertNotEqual(second, first, "the second measured call runs winograd (from weights already reordered for direct)")
         let chosen = try XCTUnwrap(measured.algorithm(height: h, width: w))
         let third = try measured(input).toArray()
         assertIdentical(third, chosen == .direct ? first : second, "later calls keep the faster (\(chosen))")

@@ -134,7 +134,9 @@ public final class Conv2d: @unchecked Sendable {
         let tag: dnnl_format_tag_t = transposed ? (g.groups == 1 ? dnnl_iohw : dnnl_giohw) : (g.groups == 1 ? dnnl_oihw : dnnl_goihw)
         let w = Tensor(desc: try MD.make(wshape, tag), shape: wshape)
         weight.withUnsafeBytes { w.data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        self.weight = WeightCopy(w)
+        // Only a layer that may run winograd keeps its plain original (see WeightCopy).
+        let winogradShape = !transposed && g.kernel == 3 && g.stride == 1 && g.dilation == 1 && g.groups == 1
+        self.weight = WeightCopy(w, keepOriginal: winogradShape && device.isa.hasAVX512)
         self.bias = bias.map { Tensor(shape: [g.outChannels], values: $0) }
         if transposed && g.kernel == g.stride && g.padding == 0 && g.dilation == 1 && g.groups == 1 {
             // PyTorch weight (I, O, k, k) seen as I × (O·k²) is exactly the transpose of the
