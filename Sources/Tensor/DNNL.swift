@@ -262,6 +262,15 @@ enum MD {
             let p = b.bindMemory(to: dnnl_dim_t.self)
             for i in 0..<Int(md.ndims) { k.append(Int(p[i])) }
         }
+        if md.format_kind != dnnl_blocked {
+            // Winograd's (and RNN's) formats carry their parameters outside the dims: two
+            // wino formats of one weight shape differ there (the 2×3 and 4×3 kernels'), and a
+            // reorder cached for one wrote garbage into the other.
+            withUnsafeBytes(of: md.format_desc) { b in
+                for i in stride(from: 0, to: b.count - 7, by: 8) { k.append(Int(b.loadUnaligned(fromByteOffset: i, as: Int64.self))) }
+            }
+            return k
+        }
         if md.format_kind == dnnl_blocked {
             let blk = md.format_desc.blocking
             withUnsafeBytes(of: blk.strides) { b in

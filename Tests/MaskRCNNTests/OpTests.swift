@@ -152,7 +152,7 @@ final class OpTests: XCTestCase {
         let boxes = try (0..<2).map { try t("roi.boxes.\($0)").values }
         let scale = features.flatMap { $0.withFloats { Array($0) } }.map(abs).max()!
         for s in [7, 14] {
-            let out = MultiScaleROIAlign(outputSize: s, samplingRatio: 2)(features, boxes: boxes, imageSizes: imageSizes)
+            let out = try MultiScaleROIAlign(outputSize: s, samplingRatio: 2)(features, boxes: boxes, imageSizes: imageSizes)
             let expected = try t("roi.out\(s)")
             XCTAssertEqual(out.shape, expected.shape, "output \(s)")
             let got = try out.toArray()

@@ -42,6 +42,12 @@ final class TensorOpsTests: XCTestCase {
 
     static let convTolerance: Float = 1e-5
 
+    // These check the direct method against torch, call after call; winograd is checked
+    // against direct in PrecisionTests.
+    private var savedWinograd = WinogradPolicy.measured
+    override func setUp() { savedWinograd = Device.cpu.winograd; Device.cpu.winograd = .off }
+    override func tearDown() { Device.cpu.winograd = savedWinograd }
+
     // MARK: convolution
 
     /// Conv2d from a fixture case: geometry from `geom`, weights in PyTorch's layout.

@@ -47,7 +47,7 @@ public final class MaskHead {
 
     /// Sigmoid mask probabilities of each detection's labelled class, per image D_i×M×M.
     public func callAsFunction(_ features: [Tensor], detections: [ROIDetections], imageSizes: [(Int, Int)]) throws -> [[Float]] {
-        var x = pooler(features, boxes: detections.map(\.boxes), imageSizes: imageSizes)
+        var x = try pooler(features, boxes: detections.map(\.boxes), imageSizes: imageSizes)
         guard x.shape[0] > 0 else { return detections.map { _ in [] } }
         x = try x.converted(to: computeType)
         for c in convs { x = try c(x) }

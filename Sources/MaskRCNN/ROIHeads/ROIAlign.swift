@@ -17,12 +17,14 @@ public struct MultiScaleROIAlign: Sendable {
     }
 
     /// - Parameters:
-    ///   - features: plain N×C×Hl×Wl tensors for P2..P5.
+    ///   - features: N×C×Hl×Wl tensors for P2..P5, in any layout and type; read as
+    ///     channels-last f32 (`hostChannelsLast()`, free for convolution outputs on AVX-512).
     ///   - boxes: per image, R_i×4 boxes in the resized frame.
     ///   - imageSizes: resized (unpadded) sizes, used as torchvision does to infer each
     ///     level's scale (2^round(log2(Hl / max h))).
     /// - Returns: (ΣR_i)×C×S×S, plain.
-    public func callAsFunction(_ features: [Tensor], boxes: [[Float]], imageSizes: [(Int, Int)]) -> Tensor {
+    public func callAsFunction(_ features: [Tensor], boxes: [[Float]], imageSizes: [(Int, Int)]) throws -> Tensor {
+        let features = try features.map { try $0.hostChannelsLast() }
         let c = features[0].shape[1], s = outputSize
         let rois = boxes.enumerated().flatMap { (i, b) in (0..<(b.count / 4)).map { (i, Array(b[(4 * $0)..<(4 * $0 + 4)])) } }
         let out = Tensor.uninitialized([rois.count, c, s, s])
@@ -34,7 +36,7 @@ public struct MultiScaleROIAlign: Sendable {
         // LevelMapper's k_min/k_max come from the first and last scales.
         let kMin = -log2(scales.first!), kMax = -log2(scales.last!)
         let dst = out.floats
-        let feats = features.map { UnsafeBufferPointer($0.floats) }
+        let feats = features.map { $0.channelsLastFloats }
         Parallel.forEach(rois.count) { r in
             let (img, b) = rois[r]
             let area = (b[2] - b[0]) * (b[3] - b[1])
@@ -45,7 +47,7 @@ public struct MultiScaleROIAlign: Sendable {
             roiAlign(feats[l], imageOffset: img * c * f.shape[2] * f.shape[3], channels: c, height: f.shape[2], width: f.shape[3],
                      scale: scales[l], box: b, into: dst.baseAddress! + r * c * s * s)
         }
-        return out
+        return withExtendedLifetime(features) { out }
     }
 
     private struct Tap { var pos: (Int, Int, Int, Int); var w: (Float, Float, Float, Float) }
@@ -87,19 +89,26 @@ public struct MultiScaleROIAlign: Sendable {
                 }
             }
         }
-        let plane = height * width, perBin = gridH * gridW
-        for ch in 0..<channels {
-            let src = input.baseAddress! + imageOffset + ch * plane
-            let o = out + ch * s * s
+        // Channels-last input: each tap reads C contiguous values, summed per channel in
+        // torchvision's order (Σ over taps of w₀a + w₁b + w₂c + w₃d, then ÷ count), so the
+        // result is bit-identical to the planar loop it replaced.
+        let perBin = gridH * gridW
+        let src = input.baseAddress! + imageOffset
+        var acc = [Float](repeating: 0, count: channels)
+        acc.withUnsafeMutableBufferPointer { acc in
             var t = 0
             for bin in 0..<(s * s) {
-                var v: Float = 0
+                for ch in 0..<channels { acc[ch] = 0 }
                 for _ in 0..<perBin {
                     let tap = taps[t]
-                    v += tap.w.0 * src[tap.pos.0] + tap.w.1 * src[tap.pos.1] + tap.w.2 * src[tap.pos.2] + tap.w.3 * src[tap.pos.3]
+                    let p0 = src + tap.pos.0 * channels, p1 = src + tap.pos.1 * channels
+                    let p2 = src + tap.pos.2 * channels, p3 = src + tap.pos.3 * channels
+                    for ch in 0..<channels {
+                        acc[ch] += tap.w.0 * p0[ch] + tap.w.1 * p1[ch] + tap.w.2 * p2[ch] + tap.w.3 * p3[ch]
+                    }
                     t += 1
                 }
-                o[bin] = v / count
+                for ch in 0..<channels { out[ch * s * s + bin] = acc[ch] / count }
             }
         }
     }
