@@ -51,33 +51,32 @@ public final class MaskHead {
         guard x.shape[0] > 0 else { return detections.map { _ in [] } }
         x = try x.converted(to: computeType)
         for c in convs { x = try c(x) }
-        // The deconvolution's pre-shuffle output: D×(C·4)×14×14, channel c·4 + dy·2 + dx
-        // holding mask pixel (2y + dy, 2x + dx) of channel c.
+        // The deconvolution's pre-shuffle output: D×(C·4)×14×14 channels-last, channel
+        // c·4 + dy·2 + dx holding mask pixel (2y + dy, 2x + dx) of channel c. Each logit sums
+        // its C products in channel order, as the planar loop did (bit-identical).
         let y = try deconv.preShuffleOutput(x)
         let c = dimReduced, s = y.shape[2], m = 2 * s, plane = s * s
         let labels = detections.flatMap(\.labels)
         var probs = [Float](repeating: 0, count: labels.count * m * m)
-        y.withFloats { src in
-            probs.withUnsafeMutableBufferPointer { out in
-                Parallel.forEach(labels.count) { r in
-                    let k = labels[r]
-                    var acc = [Float](repeating: logitBias[k], count: 4 * plane)
-                    for ch in 0..<c {
-                        let wkc = logitWeights[k * c + ch]
-                        let base = (r * c * 4 + ch * 4) * plane
-                        for j in 0..<(4 * plane) { acc[j] += wkc * src[base + j] }
-                    }
-                    for sub in 0..<4 {
-                        let dy = sub / 2, dx = sub % 2
-                        for yy in 0..<s {
-                            for xx in 0..<s {
-                                out[r * m * m + (2 * yy + dy) * m + 2 * xx + dx] = Kernels.sigmoid(acc[sub * plane + yy * s + xx])
-                            }
+        let src = y.channelsLastFloats
+        probs.withUnsafeMutableBufferPointer { out in
+            Parallel.forEach(labels.count) { r in
+                let k = labels[r]
+                logitWeights.withUnsafeBufferPointer { wk in
+                    let w = wk.baseAddress! + k * c
+                    for p in 0..<plane {
+                        let pixel = src.baseAddress! + (r * plane + p) * 4 * c
+                        for sub in 0..<4 {
+                            var acc = logitBias[k]
+                            for ch in 0..<c { acc += w[ch] * pixel[ch * 4 + sub] }
+                            let dy = sub / 2, dx = sub % 2, yy = p / s, xx = p % s
+                            out[r * m * m + (2 * yy + dy) * m + 2 * xx + dx] = Kernels.sigmoid(acc)
                         }
                     }
                 }
             }
         }
+        withExtendedLifetime(y) {}
         var result: [[Float]] = []
         var first = 0
         for d in detections {
