@@ -49,8 +49,8 @@ public final class BatchRun: @unchecked Sendable {
         let finished: @Sendable (Job) -> Void = { [self] job in
             let count = lock.withLock {
                 done += 1
-                if let reason = job.error {
-                    summary.failures.append((job.inputPath, reason))
+                if let failure = job.failure {
+                    summary.failures.append((job.inputPath, failure.description))
                 } else {
                     summary.succeeded += 1
                     if let r = job.result {
@@ -70,7 +70,7 @@ public final class BatchRun: @unchecked Sendable {
         for (i, input) in inputs.enumerated() {
             if let problem = input.problem {
                 let job = Job(id: i + 1, inputPath: input.path, outputStem: input.stem)
-                job.error = "\(input.path): \(problem)"
+                job.failure = .badInput("\(input.path): \(problem)", incomplete: false)
                 finished(job)
                 continue
             }

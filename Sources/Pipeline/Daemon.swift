@@ -497,7 +497,23 @@ final class Runtime: @unchecked Sendable {
         guard let item = flight.withLock({ submitted[id] }) else { return }
         let total = job.timings.values.reduce(0, +)
         do {
-            if let reason = job.error, job.outputFailureIsTransient {
+            if case .badInput(_, incomplete: true)? = job.failure, let watcher, mayStillBeWritten(item) {
+                // Ends early, but young or changed since it was taken: its writer may not
+                // be done (closed and reopens to append). Back to waiting, attempt not counted.
+                try journal.returnToQueue(ids: [id])
+                log.info("input ends early but may still be being written; waiting until it is complete", metadata: [
+                    "input": "\(item.path)", "job": "\(id)", "reason": "\(job.failure!)"])
+                intake.release(item.path)
+                watcher.retake(FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .stable))
+                flight.withLock {
+                    submitted[id] = nil
+                    started.remove(id)
+                    lastProgress = Daemon.uptime
+                    flight.broadcast()
+                }
+                return
+            }
+            if let reason = job.failure?.description, case .outputUnwritable? = job.failure {
                 // Not the input's fault: back to the queue (the attempt not counted), and
                 // offered again after a delay that doubles while writes keep failing.
                 try journal.returnToQueue(ids: [id])
@@ -509,7 +525,7 @@ final class Runtime: @unchecked Sendable {
                     "input": "\(item.path)", "job": "\(id)", "reason": "\(reason)", "retry_in_s": "\(Int(delay))"])
                 let intake = intake, found = FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .scanned)
                 DispatchQueue.global().asyncAfter(deadline: .now() + delay) { intake.submit([found]) }
-            } else if let reason = job.error {
+            } else if let reason = job.failure?.description {
                 try journal.finish(id: id, status: .failed, error: reason, outputs: [], timings: job.timings, batchSize: job.batchSize)
                 let attempts = (try? journal.entry(id: id))??.attempts ?? 1
                 let final = try disposer.failed(path: item.path, root: item.root, relative: item.relative, reason: reason,
@@ -527,7 +543,7 @@ final class Runtime: @unchecked Sendable {
         } catch {
             log.error("cannot record the end of a job", metadata: ["input": "\(item.path)", "job": "\(id)", "error": "\(error)"])
         }
-        stats.record(ok: job.error == nil)
+        stats.record(ok: job.failure == nil)
         intake.release(item.path)
         flight.withLock {
             submitted[id] = nil
@@ -535,6 +551,16 @@ final class Runtime: @unchecked Sendable {
             lastProgress = Daemon.uptime
             flight.broadcast()
         }
+    }
+
+    /// Whether an input that ended early may still be being written: it changed since it
+    /// was taken, is younger than stable_ms, or a writer holds it open.
+    private func mayStillBeWritten(_ item: ReadyItem) -> Bool {
+        guard let st = Sys.status(item.path), (st.st_mode & S_IFMT) == S_IFREG else { return false }
+        let mtime = Sys.mtimeNs(st)
+        let ageMs = (Date().timeIntervalSince1970 - Double(mtime) / 1e9) * 1000
+        return Int64(st.st_size) != item.size || mtime != item.mtimeNs || ageMs < Double(config.inputs.stableMs)
+            || Sys.isOpenForWriting(item.path) == true
     }
 
     /// Stops the watcher and intake; the feeder ends after the submit it may be blocked in.

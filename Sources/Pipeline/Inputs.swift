@@ -33,7 +33,8 @@ public enum Inputs {
             var stem = try OutputLayout.stem(forRelativePath: relative)
             if stems.contains(stem) {
                 // a.jpg next to a.png: keep both, the second named with its extension.
-                stem = try OutputLayout.stem(forRelativePath: relative.replacingOccurrences(of: ".", with: "_") + ".x")
+                let dir = (relative as NSString).deletingLastPathComponent, name = (relative as NSString).lastPathComponent
+                stem = try OutputLayout.stem(forRelativePath: (dir.isEmpty ? "" : dir + "/") + name.replacingOccurrences(of: ".", with: "_") + ".x")
             }
             stems.insert(stem)
             out.append(InputFile(path: path, stem: stem, relativePath: relative))

@@ -17,6 +17,9 @@ public struct ReadyItem: Sendable {
     public var path: String
     public var root: String
     public var relative: String
+    /// Size and mtime of the file when it was taken.
+    public var size: Int64
+    public var mtimeNs: Int64
     /// Was in flight when segd died last time: run alone.
     public var suspect: Bool
 }
@@ -236,7 +239,7 @@ final class Intake: @unchecked Sendable {
 
     private func schedule(_ e: JournalEntry) {
         scheduled.insert(e.path)
-        ready.put(ReadyItem(id: e.id, path: e.path, root: e.root, relative: e.relative, suspect: e.suspect))
+        ready.put(ReadyItem(id: e.id, path: e.path, root: e.root, relative: e.relative, size: e.size, mtimeNs: e.mtimeNs, suspect: e.suspect))
     }
 
     private func consider(_ f: FoundFile) {
@@ -255,7 +258,7 @@ final class Intake: @unchecked Sendable {
                 }
                 return
             }
-            let hash = try SHA256.hex(fileAt: f.path)
+            let hash = try FileHash.sha256(fileAt: f.path)
             let input = JournalInput(path: f.path, root: f.root, relative: f.relative, size: size, mtimeNs: mtime, hash: hash, model: modelHash)
             if let original = try journal.done(hash: hash, model: modelHash) {
                 let id = try journal.recordDuplicate(input, of: original)

@@ -15,10 +15,8 @@ public final class Job: @unchecked Sendable {
 
     public internal(set) var decoded: DecodedImage?
     public internal(set) var detections: Detections?
-    public internal(set) var error: String?
-    /// errno of a failed output write (set with `error`): the output side's fault, not the
-    /// input's (see `outputFailureIsTransient`).
-    public internal(set) var outputErrno: Int32?
+    /// Why the job failed (nil: it has not).
+    public internal(set) var failure: JobFailure?
     /// Milliseconds per stage ("decode", "preprocess", "backbone", "rpn", "detect", "mask", "write").
     public internal(set) var timings: [String: Double] = [:]
     public internal(set) var batchSize = 1
@@ -33,15 +31,7 @@ public final class Job: @unchecked Sendable {
         self.outputStem = outputStem
     }
 
-    public var failed: Bool { error != nil }
-
-    /// The job failed because its outputs could not be written for a reason that goes
-    /// away (output file system full or over quota, made read-only, permissions, an I/O
-    /// error): the daemon keeps the input queued and retries instead of failing it.
-    public var outputFailureIsTransient: Bool {
-        guard let e = outputErrno else { return false }
-        return [ENOSPC, EDQUOT, EROFS, EACCES, EPERM, EIO].contains(e)
-    }
+    public var failed: Bool { failure != nil }
 }
 
 /// Times a closure in milliseconds.

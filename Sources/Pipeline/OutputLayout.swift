@@ -1,52 +1,47 @@
-// Output names derived from input names, never escaping the output directory: each path
-// component of the input (relative to its root) is sanitized on its own, so "..", "/",
-// newlines, control bytes, invalid UTF-8 and over-long names all map to safe, distinct,
-// stable names.
+// Output names mirror the input's path relative to its root, byte for byte, wherever the
+// file system can hold them: `-leading-dash.jpg` gives `-leading-dash.json`, spaces,
+// quotes, '#', non-ASCII letters and control characters stay. A component is changed only
+// where it cannot be written as it is (docs/results.md lists exactly these cases):
+//   - "." is dropped and ".." (which would climb out of the output folder) becomes "__";
+//   - U+FFFD, what an undecodable byte of an invalid encoding reads as, becomes "_" (the
+//     name on disk is not the one written, and two such names would collide);
+//   - a last component longer than `maxStemBytes` (NAME_MAX, 255 bytes, less ".json" and
+//     the temporary name's ".XXXXXX" and leading dot) is cut at a character boundary.
+// A changed component gets "~" and 8 hex digits of the SHA-256 of its original bytes, so
+// distinct inputs keep distinct outputs.
+import Crypto
 import Foundation
 
 public enum OutputLayout {
-    /// Longest component written: 255 bytes is the usual NAME_MAX; leave room for
-    /// ".json"/".jpg" and a hash suffix.
-    static let maxComponentBytes = 200
+    /// NAME_MAX (255) less ".json" (5) and what AtomicFile adds for its temporary name
+    /// ("." before, ".XXXXXX" after: 8).
+    static let maxStemBytes = 255 - 5 - 8
 
     /// The output stem (relative, no extension) for an input at `relativePath` (relative to
-    /// the input root the user named). Throws when nothing safe remains.
+    /// the input root the user named). Throws when nothing remains.
     public static func stem(forRelativePath relativePath: String) throws -> String {
-        var parts = relativePath.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        var parts = relativePath.split(separator: "/", omittingEmptySubsequences: true).map(String.init).filter { $0 != "." }
         guard let last = parts.popLast() else { throw PipelineError.unsafeOutputName(input: relativePath, reason: "empty name") }
         var base = last
         if let dot = base.lastIndex(of: "."), dot != base.startIndex { base = String(base[..<dot]) }
-        let comps = parts.filter { $0 != "." } + [base]
-        return comps.map(sanitize).joined(separator: "/")
+        return (parts.map { component($0, limit: Int.max) } + [component(base, limit: maxStemBytes)]).joined(separator: "/")
     }
 
-    /// One path component → a safe one. Keeps letters, digits, '-', '_', '.', ' ' and
-    /// non-ASCII letters; replaces others with '_'; a component that was changed, or that
-    /// is too long, gets a short hash of the original bytes so distinct inputs stay distinct.
-    static func sanitize(_ component: String) -> String {
-        let original = Array(component.utf8)
-        var out = ""
-        for scalar in component.unicodeScalars {
-            let v = scalar.value
-            let ok = (v >= 0x30 && v <= 0x39) || (v >= 0x41 && v <= 0x5A) || (v >= 0x61 && v <= 0x7A)
-                || scalar == "-" || scalar == "_" || scalar == "." || scalar == " "
-                || (v > 0x7F && v != 0xFFFD && scalar.properties.isAlphabetic)
-            out.unicodeScalars.append(ok ? scalar : "_")
-        }
-        // No hidden or parent names, no leading dash (looks like an option to tools).
-        while out.hasPrefix(".") || out.hasPrefix("-") { out = "_" + out.dropFirst() }
-        if out.isEmpty { out = "_" }
-        var changed = Array(out.utf8) != original
-        if out.utf8.count > maxComponentBytes {
+    /// One path component as it can be written: itself unless it climbs out, holds U+FFFD
+    /// or is longer than `limit` bytes.
+    static func component(_ original: String, limit: Int) -> String {
+        var out = original == ".." ? "__" : original.replacingOccurrences(of: "\u{FFFD}", with: "_")
+        let suffixBytes = 9  // "~" and 8 hex digits
+        if out.utf8.count > limit {
             var cut = ""
             for ch in out {
-                if cut.utf8.count + ch.utf8.count > maxComponentBytes { break }
+                if cut.utf8.count + ch.utf8.count > limit - suffixBytes { break }
                 cut.append(ch)
             }
             out = cut
-            changed = true
+        } else if out == original {
+            return out
         }
-        if changed { out += "~" + String(SHA256.hex(original).prefix(8)) }
-        return out
+        return out + "~" + FileHash.hex(SHA256.hash(data: Data(original.utf8)).prefix(4))
     }
 }

@@ -35,8 +35,8 @@ public final class Segmenter: @unchecked Sendable {
         self.model = model
         weightsPath = path
         let c = model.config
-        modelInfo = ImageResult.ModelInfo(name: c.name, sha256: try SHA256.hex(fileAt: path), classes: c.classNames)
-        settings = ImageResult.Settings(scoreThreshold: Double(c.box.scoreThreshold), maskThreshold: Double(c.maskThreshold),
+        modelInfo = ImageResult.ModelInfo(name: c.name, sha256: try FileHash.sha256(fileAt: path), classes: c.classNames)
+        settings = ImageResult.Settings(scoreThreshold: c.box.scoreThreshold, maskThreshold: c.maskThreshold,
                                         maxDetections: c.box.detectionsPerImage, minSize: c.minSize, maxSize: c.maxSize, precision: model.precision.name)
     }
 }

@@ -75,8 +75,7 @@ public final class StagedPipeline: @unchecked Sendable {
                     let (_, ms) = try timed { try writer.write(job) }
                     job.timings["write"] = ms
                 } catch {
-                    job.error = "\(error)"
-                    if case let .io(_, _, code) = error as? ResultsError { job.outputErrno = code }
+                    job.failure = .writing(error)
                     // All of a job's outputs or none: a JSON without its annotated image
                     // (the disk filled up between the two) is removed again.
                     for path in job.outputs { unlink(path) }
@@ -123,7 +122,7 @@ public final class StagedPipeline: @unchecked Sendable {
                 job.timings["decode"] = ms
                 batcher.add(job)
             } catch {
-                job.error = "\(error)"
+                job.failure = .decoding(error)
                 writeStage.submit(job)
             }
         }
@@ -137,7 +136,7 @@ public final class StagedPipeline: @unchecked Sendable {
             let (_, ms) = try timed { try body(b) }
             for job in b.jobs { job.timings[name] = ms }
         } catch {
-            for job in b.jobs { job.error = "\(name): \(error)" }
+            for job in b.jobs { job.failure = .model("\(name): \(error)") }
         }
     }
 

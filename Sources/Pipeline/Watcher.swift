@@ -106,6 +106,8 @@ public final class Watcher: @unchecked Sendable {
     private var rootRetry: [String: (at: Double, delay: Double)] = [:]
     /// Entries already logged as skipped (see `skip`), so a rescan does not repeat the line.
     private var skippedLogged: Set<String> = []
+    /// Files handed back by `retake` (under `lock`), moved into `pending` by the loop.
+    private var retakes: [FoundFile] = []
 
     /// libinotifytools keeps its state in globals: one watcher at a time per process.
     private static let active = NSLock()
@@ -456,8 +458,23 @@ public final class Watcher: @unchecked Sendable {
         return nil
     }
 
-    /// Created-otherwise files whose size and mtime have held still for `stableMs`.
+    /// Hands a file back to wait for completeness again (any thread): it was taken, but
+    /// its data ended early while it was young or changing, so its writer may not be done.
+    /// It is delivered again at its next close, or once it has held still for `stableMs`
+    /// and no one holds it open for writing.
+    public func retake(_ file: FoundFile) {
+        lock.withLock { retakes.append(file) }
+    }
+
+    /// Created-otherwise files whose size and mtime have held still for `stableMs` (and
+    /// that no writer holds open, where that can be told).
     private func checkPending(into found: inout [FoundFile]) {
+        for f in lock.withLock({ () -> [FoundFile] in
+            defer { retakes = [] }
+            return retakes
+        }) where pending[f.path] == nil {
+            pending[f.path] = Pending(root: f.root, relative: f.relative, awaitingClose: false, size: -1, mtimeNs: -1, since: Self.uptime)
+        }
         let now = Self.uptime
         let stable = Double(options.stableMs) / 1000
         for (path, p) in pending where !p.awaitingClose {
@@ -477,6 +494,13 @@ public final class Watcher: @unchecked Sendable {
                 pending[path]!.mtimeNs = mtime
                 pending[path]!.since = now
             } else if now - p.since >= stable {
+                if Sys.isOpenForWriting(path) == true {
+                    // Still and open: a writer that paused, whose open came before our
+                    // watch (a scan after a restart found it). Its close decides.
+                    log.debug("still open for writing; waiting for its close", metadata: ["input": "\(path)"])
+                    pending[path]!.since = now
+                    continue
+                }
                 pending[path] = nil
                 found.append(FoundFile(path: path, root: p.root, relative: p.relative, origin: .stable))
             }

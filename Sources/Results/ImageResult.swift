@@ -95,9 +95,11 @@ public struct ImageResult: Codable, Sendable, Equatable {
     /// The settings that shaped the result.
     public struct Settings: Codable, Sendable, Equatable {
         /// Detections scoring below this were dropped (torchvision's `box_score_thresh`).
-        public var scoreThreshold: Double
+        /// Float, as the model compares it: encoded as the shortest decimal that reads back
+        /// to the same float32 (0.05, not the Double 0.05000000074505806).
+        public var scoreThreshold: Float
         /// Mask probabilities at or above this are set pixels (torchvision uses 0.5).
-        public var maskThreshold: Double
+        public var maskThreshold: Float
         /// At most this many detections per image (`box_detections_per_img`).
         public var maxDetections: Int
         /// Resize target of the shorter side and cap of the longer side (`min_size`, `max_size`).
@@ -106,7 +108,7 @@ public struct ImageResult: Codable, Sendable, Equatable {
         /// Compute precision, "fp32" or "bf16".
         public var precision: String
 
-        public init(scoreThreshold: Double, maskThreshold: Double, maxDetections: Int,
+        public init(scoreThreshold: Float, maskThreshold: Float, maxDetections: Int,
                     minSize: Int, maxSize: Int, precision: String) {
             self.scoreThreshold = scoreThreshold
             self.maskThreshold = maskThreshold

@@ -22,9 +22,9 @@ final class Progress: @unchecked Sendable {
                 let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
                 let line = String(format: "\r%@ %d/%d  %.2f img/s  ETA %@ ", bar, done, total, rate, Self.clock(eta))
                 FileHandle.standardError.write(Data(line.utf8))
-                if let e = job.error { FileHandle.standardError.write(Data("\n\(job.inputPath): \(e)\n".utf8)) }
+                if let e = job.failure { FileHandle.standardError.write(Data("\n\(job.inputPath): \(e)\n".utf8)) }
             } else {
-                let status = job.error.map { "failed: \($0)" } ?? "done"
+                let status = job.failure.map { "failed: \($0)" } ?? "done"
                 FileHandle.standardError.write(Data("[\(done)/\(total)] \(job.inputPath): \(status)\n".utf8))
             }
         }

@@ -285,6 +285,11 @@ enum HostileCorpus {
     /// Every entry below `root` (raw names, links not followed) with type, size and
     /// mtime, except below the folders in `excluding`: what "nothing written outside the
     /// output folder" is checked against.
+    /// A name as `tree` keys it: bytes outside printable ASCII as \xNN.
+    static func escaped(_ name: String) -> String {
+        name.utf8.map { $0 >= 0x20 && $0 < 0x7F ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
+    }
+
     static func tree(_ root: String, excluding: Set<String> = []) -> [String: String] {
         var out: [String: String] = [:]
         func visit(_ dir: String) {

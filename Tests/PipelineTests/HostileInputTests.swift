@@ -48,7 +48,7 @@ final class HostileInputTests: XCTestCase {
             let key = input + "/" + (shown.split(separator: "\n").first.map(String.init) ?? shown)
             let failure = failures.first { $0.hasPrefix("failed: " + key) }
             let stem = try? OutputLayout.stem(forRelativePath: e.nameText)
-            let wrote = e.isValidUTF8 && stem.map { outputs.contains(out + "/" + $0 + ".json") } == true
+            let wrote = e.isValidUTF8 && stem.map { outputs.contains(out + "/" + HostileCorpus.escaped($0) + ".json") } == true
             switch e.expect {
             case .ok:
                 if e.isValidUTF8 {

@@ -125,8 +125,8 @@ final class IntakeTests: XCTestCase {
         XCTAssertEqual(Set(ws.files(ws.done)), Set(names))
         // float32 settings print as the shortest decimal that reads back to the same float32.
         let text = try String(contentsOfFile: ws.out + "/-leading-dash.json", encoding: .utf8)
-        XCTAssertTrue(text.contains("\"score_threshold\": 0.05,"), text)
-        XCTAssertTrue(text.contains("\"mask_threshold\": 0.5,"), text)
+        XCTAssertTrue(text.contains("\"score_threshold\": 0.05\n"), text)
+        XCTAssertTrue(text.contains("\"mask_threshold\": 0.5,\n"), text)
         d.send(SIGTERM)
         XCTAssertEqual(d.waitForExit(timeout: 20)?.status, 0)
     }

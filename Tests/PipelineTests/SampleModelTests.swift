@@ -57,7 +57,7 @@ final class SampleModelTests: XCTestCase {
         let url = URL(fileURLWithPath: Repo.path("Tests/PipelineTests/Fixtures/sample_reference.json"))
         let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: url))
         let weights = Repo.path(ref.weights)
-        XCTAssertEqual(try SHA256.hex(fileAt: weights), ref.weights_sha256,
+        XCTAssertEqual(try FileHash.sha256(fileAt: weights), ref.weights_sha256,
                        "the fixture was made from another model: regenerate it with tools/shapes/make_sample_fixture.py")
         var settings = InferenceSettings()
         settings.precision = precision

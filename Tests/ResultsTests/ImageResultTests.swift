@@ -188,6 +188,24 @@ final class ImageResultTests: XCTestCase {
         }
     }
 
+    /// Issue 15: float32 values print as the shortest decimal that reads back to the same
+    /// float32 ("score_threshold": 0.05, not 0.05000000074505806), and read back equal.
+    func testFloat32ValuesPrintAsTheirShortestDecimal() throws {
+        var settings = Sample.settings
+        settings.scoreThreshold = 0.05
+        settings.maskThreshold = 0.4
+        let r = try ImageResult(detections: Sample.detections, masks: Sample.masks, source: .init(path: "x.jpg"),
+                                image: .init(width: Sample.width, height: Sample.height), model: Sample.model,
+                                settings: settings, timingsMs: [:], batchSize: 1)
+        let text = String(decoding: try r.jsonData(), as: UTF8.self)
+        XCTAssertTrue(text.contains("\"score_threshold\": 0.05\n"), text)
+        XCTAssertTrue(text.contains("\"mask_threshold\": 0.4,\n"), text)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("segd-float-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try r.write(to: path)
+        XCTAssertEqual(try ImageResult.read(from: path).settings, settings)
+    }
+
     /// A model without a mask head: no masks, no area, still valid.
     func testDetectionsWithoutMasks() throws {
         var d = Sample.detections
