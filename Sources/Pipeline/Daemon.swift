@@ -22,7 +22,8 @@ public final class Daemon: @unchecked Sendable {
     private let control = DispatchQueue(label: "segd.control")
     private let lock = NSLock()
     private var config: PipelineConfig
-    private var journal: Journal?
+    private var journal: (any JobJournal)?
+    private let faults: FaultHook
     private var runtime: Runtime?
     private var signalSources: [DispatchSourceSignal] = []
     private var timers: [DispatchSourceTimer] = []
@@ -33,10 +34,12 @@ public final class Daemon: @unchecked Sendable {
     private var sentReady = false
     let stats = DaemonStats()
 
-    public init(configPath: String, config: PipelineConfig, log: Logger) {
+    /// - Parameter faults: the tests' injected faults (`.none` in production).
+    public init(configPath: String, config: PipelineConfig, log: Logger, faults: FaultHook = .none) {
         self.configPath = configPath
         self.config = config
         self.log = log
+        self.faults = faults
         notifier = SystemdNotifier()
     }
 
@@ -82,23 +85,11 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Jobs that were in flight when segd died: retried alone, or failed after max_crashes.
-    private func recover(_ j: Journal, config c: PipelineConfig) throws {
-        let (retried, failed) = try j.recoverAfterCrash(maxCrashes: c.service.maxCrashes)
-        for e in retried {
+    private func recover(_ j: any JobJournal, config c: PipelineConfig) throws {
+        let life = JobLife(journal: j, after: c.after, prefixRoots: c.inputs.directories.count > 1, log: log)
+        for e in try life.recoverAfterCrash(maxCrashes: c.service.maxCrashes) {
             log.warning("retrying an input that was in flight when segd stopped abnormally",
                         metadata: ["input": "\(e.path)", "job": "\(e.id)", "attempts": "\(e.attempts)"])
-        }
-        let disposer = InputDisposer(after: c.after, prefixRoots: c.inputs.directories.count > 1)
-        for e in failed {
-            log.error("giving up on an input: segd stopped abnormally every time it processed it",
-                      metadata: ["input": "\(e.path)", "job": "\(e.id)", "attempts": "\(e.attempts)"])
-            do {
-                let final = try disposer.failed(path: e.path, root: e.root, relative: e.relative, reason: e.error ?? "crashed",
-                                                attempts: e.attempts, jobID: e.id)
-                try j.setFinalPath(id: e.id, final)
-            } catch {
-                log.error("cannot move failed input", metadata: ["input": "\(e.path)", "error": "\(error)"])
-            }
         }
     }
 
@@ -111,18 +102,18 @@ public final class Daemon: @unchecked Sendable {
             guard name.hasPrefix("."), name.count > 8 else { continue }
             let suffix = name.suffix(7)
             guard suffix.first == ".", suffix.dropFirst().allSatisfy({ $0.isLetter || $0.isNumber }) else { continue }
-            if unlink(dir + "/" + rel) == 0 { removed += 1 }
+            if (try? Sys.unlink(dir + "/" + rel)) != nil { removed += 1 }
         }
         if removed > 0 { log.notice("removed temporary files left by an interrupted write", metadata: ["count": "\(removed)", "folder": "\(dir)"]) }
     }
 
-    private func startRuntime(_ c: PipelineConfig, segmenter: Segmenter, journal j: Journal) throws {
+    private func startRuntime(_ c: PipelineConfig, segmenter: Segmenter, journal j: any JobJournal) throws {
         for dir in c.inputs.directories + [c.outputs.directory] {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
                 throw PipelineError.io(path: dir, reason: "cannot create folder: \((error as NSError).localizedDescription)")
             }
         }
-        let rt = try Runtime(config: c, segmenter: segmenter, journal: j, log: log, stats: stats)
+        let rt = try Runtime(config: c, segmenter: segmenter, journal: j, log: log, stats: stats, faults: faults)
         lock.withLock { runtime = rt }
         rt.start { [weak self] in
             guard let self else { return }
@@ -165,7 +156,7 @@ public final class Daemon: @unchecked Sendable {
         var j = oldJournal
         if new.stateDirectory != old.stateDirectory {
             do {
-                j = try Journal(directory: new.stateDirectory)
+                j = try Journal(directory: new.stateDirectory) as any JobJournal
                 try recover(j, config: new)
             } catch {
                 log.error("cannot open the new journal; keeping the running configuration", metadata: ["error": "\(error)"])
@@ -207,7 +198,7 @@ public final class Daemon: @unchecked Sendable {
             return stopping
         }
         guard !already else { return }
-        let (c, rt, j) = lock.withLock { (config, runtime, journal) }
+        let (c, rt) = lock.withLock { (config, runtime) }
         log.info("\(signalName): stopping; finishing images in flight", metadata: ["bound_s": "\(c.service.drainTimeoutS)"])
         notifier?.send("STOPPING=1\nSTATUS=stopping: finishing images in flight")
         guard let rt else { return finish(code: 0) }
@@ -217,7 +208,7 @@ public final class Daemon: @unchecked Sendable {
             finish(code: 0)
         } else {
             let unfinished = rt.closeStartsAndListUnfinished()
-            do { try j?.returnToQueue(ids: unfinished) } catch {
+            do { try rt.life.requeue(unfinished) } catch {
                 log.error("cannot return unfinished jobs to the queue", metadata: ["error": "\(error)"])
             }
             log.warning("stop bound reached; unfinished images go back to the queue for the next start",
@@ -354,18 +345,15 @@ final class DaemonStats: @unchecked Sendable {
 final class Runtime: @unchecked Sendable {
     let config: PipelineConfig
     let segmenter: Segmenter
-    let journal: Journal
+    /// Every change of a job's state and every move of an input goes through it.
+    let life: JobLife
     let intake: Intake
-    let disposer: InputDisposer
     private(set) var pipeline: StagedPipeline!
     let watchOptions: WatchOptions
     private(set) var watcher: Watcher?
     private let log: Logger
     private let stats: DaemonStats
-    /// Test hooks: decoding a file with this name aborts the process (a poisoned input), or
-    /// never returns (a stuck stage, which the watchdog must notice).
-    private let crashOn = ProcessInfo.processInfo.environment["SEGD_TEST_CRASH_ON"]
-    private let hangOn = ProcessInfo.processInfo.environment["SEGD_TEST_HANG_ON"]
+    private let faults: FaultHook
     private let feederDone = DispatchSemaphore(value: 0)
 
     /// Jobs handed to the pipeline and not finished; started ones (journal: processing).
@@ -382,15 +370,16 @@ final class Runtime: @unchecked Sendable {
     /// success; doubles up to 60 s while writes keep failing).
     private var outputRetryDelay: Double = 0
 
-    init(config c: PipelineConfig, segmenter: Segmenter, journal: Journal, log: Logger, stats: DaemonStats) throws {
+    init(config c: PipelineConfig, segmenter: Segmenter, journal: any JobJournal, log: Logger, stats: DaemonStats,
+         faults: FaultHook) throws {
         config = c
         self.segmenter = segmenter
-        self.journal = journal
         self.log = log
         self.stats = stats
+        self.faults = faults
         let filter = NameFilter(include: c.inputs.include, exclude: c.inputs.exclude)
-        disposer = InputDisposer(after: c.after, prefixRoots: c.inputs.directories.count > 1)
-        intake = Intake(journal: journal, modelHash: segmenter.modelInfo.sha256, filter: filter, disposer: disposer, log: log)
+        life = JobLife(journal: journal, after: c.after, prefixRoots: c.inputs.directories.count > 1, log: log)
+        intake = Intake(life: life, modelHash: segmenter.modelInfo.sha256, filter: filter, log: log)
         var w = WatchOptions(roots: c.inputs.directories, filter: filter)
         w.recursive = c.inputs.recursive
         w.excludedDirectories = [c.outputs.directory, c.after.doneDirectory, c.after.failedDirectory, c.stateDirectory]
@@ -413,7 +402,7 @@ final class Runtime: @unchecked Sendable {
         feeder.name = "segd.feeder"
         feeder.start()
         let intake = intake
-        let w = Watcher(options: watchOptions, log: log, deliver: { files in intake.submit(files) }, initialScanDone: {
+        let w = Watcher(options: watchOptions, log: log, faults: faults, deliver: { files in intake.submit(files) }, initialScanDone: {
             // Behind the scan's files on the intake queue: runs once they are journaled.
             intake.scheduleLeftovers(then: ready)
         })
@@ -426,9 +415,13 @@ final class Runtime: @unchecked Sendable {
         while let item = intake.ready.take() {
             let stem: String
             do {
-                stem = try OutputLayout.stem(forRelativePath: disposer.placement(root: item.root, relative: item.relative))
+                stem = try OutputLayout.stem(forRelativePath: life.disposer.placement(root: item.root, relative: item.relative))
             } catch {
-                failWithoutRunning(item, reason: "\(error)")
+                do { try life.fail(item.input, .badInput("\(error)", incomplete: false)) } catch {
+                    log.error("cannot record failure", metadata: ["input": "\(item.path)", "error": "\(error)"])
+                }
+                stats.record(ok: false)
+                intake.release(item.path)
                 continue
             }
             let job = Job(id: Int(item.id), inputPath: item.path, outputStem: stem)
@@ -451,18 +444,6 @@ final class Runtime: @unchecked Sendable {
         flight.withLock { while !submitted.isEmpty { flight.wait() } }
     }
 
-    private func failWithoutRunning(_ item: ReadyItem, reason: String) {
-        do {
-            try journal.finish(id: item.id, status: .failed, error: reason, outputs: [], timings: [:], batchSize: nil)
-            let final = try disposer.failed(path: item.path, root: item.root, relative: item.relative, reason: reason, attempts: 0, jobID: item.id)
-            try journal.setFinalPath(id: item.id, final)
-        } catch {
-            log.error("cannot record failure", metadata: ["input": "\(item.path)", "error": "\(error)"])
-        }
-        stats.record(ok: false)
-        intake.release(item.path)
-    }
-
     /// Decode queue, before the file is read.
     private func jobStarted(_ job: Job) {
         let id = Int64(job.id)
@@ -473,7 +454,7 @@ final class Runtime: @unchecked Sendable {
             startGate.unlock()
             while true { sleep(3600) }
         }
-        do { try journal.markProcessing(id: id) } catch {
+        do { try life.start(id: id) } catch {
             log.error("cannot mark job started", metadata: ["input": "\(job.inputPath)", "error": "\(error)"])
         }
         flight.withLock {
@@ -481,11 +462,12 @@ final class Runtime: @unchecked Sendable {
             lastProgress = Daemon.uptime
         }
         startGate.unlock()
-        if let crashOn, (job.inputPath as NSString).lastPathComponent == crashOn {
+        let name = (job.inputPath as NSString).lastPathComponent
+        if name == faults.crashOnDecode {
             log.critical("test hook SEGD_TEST_CRASH_ON: aborting while decoding", metadata: ["input": "\(job.inputPath)"])
             abort()
         }
-        if let hangOn, (job.inputPath as NSString).lastPathComponent == hangOn {
+        if name == faults.hangOnDecode {
             log.critical("test hook SEGD_TEST_HANG_ON: decoding never returns", metadata: ["input": "\(job.inputPath)"])
             while true { sleep(3600) }
         }
@@ -495,28 +477,29 @@ final class Runtime: @unchecked Sendable {
     private func jobFinished(_ job: Job) {
         let id = Int64(job.id)
         guard let item = flight.withLock({ submitted[id] }) else { return }
-        let total = job.timings.values.reduce(0, +)
+        defer {
+            flight.withLock {
+                submitted[id] = nil
+                started.remove(id)
+                lastProgress = Daemon.uptime
+                flight.broadcast()
+            }
+        }
         do {
-            if case .badInput(_, incomplete: true)? = job.failure, let watcher, mayStillBeWritten(item) {
+            switch job.failure {
+            case .badInput(_, incomplete: true)? where watcher != nil && mayStillBeWritten(item):
                 // Ends early, but young or changed since it was taken: its writer may not
                 // be done (closed and reopens to append). Back to waiting, attempt not counted.
-                try journal.returnToQueue(ids: [id])
+                try life.requeue([id])
                 log.info("input ends early but may still be being written; waiting until it is complete", metadata: [
                     "input": "\(item.path)", "job": "\(id)", "reason": "\(job.failure!)"])
                 intake.release(item.path)
-                watcher.retake(FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .stable))
-                flight.withLock {
-                    submitted[id] = nil
-                    started.remove(id)
-                    lastProgress = Daemon.uptime
-                    flight.broadcast()
-                }
+                watcher?.retake(FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .stable))
                 return
-            }
-            if let reason = job.failure?.description, case .outputUnwritable? = job.failure {
+            case let .outputUnwritable(reason)?:
                 // Not the input's fault: back to the queue (the attempt not counted), and
                 // offered again after a delay that doubles while writes keep failing.
-                try journal.returnToQueue(ids: [id])
+                try life.requeue([id])
                 let delay = flight.withLock { () -> Double in
                     outputRetryDelay = min(max(outputRetryDelay * 2, 1), 60)
                     return outputRetryDelay
@@ -525,32 +508,20 @@ final class Runtime: @unchecked Sendable {
                     "input": "\(item.path)", "job": "\(id)", "reason": "\(reason)", "retry_in_s": "\(Int(delay))"])
                 let intake = intake, found = FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .scanned)
                 DispatchQueue.global().asyncAfter(deadline: .now() + delay) { intake.submit([found]) }
-            } else if let reason = job.failure?.description {
-                try journal.finish(id: id, status: .failed, error: reason, outputs: [], timings: job.timings, batchSize: job.batchSize)
-                let attempts = (try? journal.entry(id: id))??.attempts ?? 1
-                let final = try disposer.failed(path: item.path, root: item.root, relative: item.relative, reason: reason,
-                                                attempts: attempts, jobID: id)
-                try journal.setFinalPath(id: id, final)
-                log.warning("failed", metadata: ["input": "\(item.path)", "job": "\(id)", "reason": "\(reason)"])
-            } else {
-                try journal.finish(id: id, status: .done, error: nil, outputs: job.outputs, timings: job.timings, batchSize: job.batchSize)
+            case let failure?:
+                try life.fail(item.input, failure, timings: job.timings, batchSize: job.batchSize)
+                log.warning("failed", metadata: ["input": "\(item.path)", "job": "\(id)", "reason": "\(failure)"])
+            case nil:
+                try life.succeed(item.input, outputs: job.outputs, timings: job.timings, batchSize: job.batchSize)
                 flight.withLock { outputRetryDelay = 0 }
-                let final = try disposer.succeeded(path: item.path, root: item.root, relative: item.relative)
-                try journal.setFinalPath(id: id, final)
                 log.info("done", metadata: ["input": "\(item.path)", "job": "\(id)", "instances": "\(job.result?.instances.count ?? 0)",
-                                            "batch": "\(job.batchSize)", "ms": "\(Int(total))"])
+                                            "batch": "\(job.batchSize)", "ms": "\(Int(job.timings.values.reduce(0, +)))"])
             }
         } catch {
             log.error("cannot record the end of a job", metadata: ["input": "\(item.path)", "job": "\(id)", "error": "\(error)"])
         }
         stats.record(ok: job.failure == nil)
         intake.release(item.path)
-        flight.withLock {
-            submitted[id] = nil
-            started.remove(id)
-            lastProgress = Daemon.uptime
-            flight.broadcast()
-        }
     }
 
     /// Whether an input that ended early may still be being written: it changed since it

@@ -22,6 +22,8 @@ public struct ReadyItem: Sendable {
     public var mtimeNs: Int64
     /// Was in flight when segd died last time: run alone.
     public var suspect: Bool
+
+    var input: JobInput { JobInput(id: id, path: path, root: root, relative: relative) }
 }
 
 /// A FIFO of ready items with blocking `take`; suspects go to the front.
@@ -88,8 +90,8 @@ struct InputDisposer: Sendable {
         switch after.success {
         case .keep: return path
         case .delete:
-            guard unlink(path) == 0 || errno == ENOENT else {
-                throw PipelineError.io(path: path, reason: "cannot delete the processed input: \(PipelineError.errnoText())")
+            do { try Sys.unlink(path) } catch {
+                throw PipelineError.io(path: path, reason: "cannot delete the processed input: \(error)")
             }
             return nil
         case .move:
@@ -132,14 +134,17 @@ struct InputDisposer: Sendable {
         var n = 1
         while true {
             // link+unlink rather than rename: rename would silently replace an existing file.
-            if link(path, candidate) == 0 {
-                unlink(path)
+            let e: Int32
+            do {
+                try Sys.link(path, candidate)
+                try? Sys.unlink(path)
                 return candidate
+            } catch {
+                e = error.code
             }
-            let e = errno
-            if e == EEXIST && sameFile(path, candidate) {
+            if e == EEXIST && Sys.sameFile(path, candidate) {
                 // A move interrupted between link and unlink (kill -9): finish it.
-                unlink(path)
+                try? Sys.unlink(path)
                 return candidate
             }
             if e == EEXIST {
@@ -159,18 +164,12 @@ struct InputDisposer: Sendable {
                     throw PipelineError.io(path: path, reason: "cannot read for moving: \((error as NSError).localizedDescription)")
                 }
                 try AtomicWrite.write(data, to: candidate)
-                unlink(path)
+                try? Sys.unlink(path)
                 return candidate
             }
             throw PipelineError.io(path: path, reason: "cannot move to \(candidate): \(PipelineError.errnoText(e))")
         }
     }
-}
-
-/// Whether two paths name the same inode.
-func sameFile(_ a: String, _ b: String) -> Bool {
-    var sa = stat(), sb = stat()
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
 }
 
 /// AtomicFile (Results) with this module's error type.
@@ -191,10 +190,9 @@ enum AtomicWrite {
 final class Intake: @unchecked Sendable {
     let queue = DispatchQueue(label: "segd.intake", qos: .utility)
     let ready = ReadyQueue()
-    private let journal: Journal
+    private let life: JobLife
     private let modelHash: String
     private let filter: NameFilter
-    private let disposer: InputDisposer
     private let log: Logger
     /// Paths queued or in flight in this process (touched on `queue` only).
     private var scheduled = Set<String>()
@@ -204,11 +202,10 @@ final class Intake: @unchecked Sendable {
     private var _stopped = false
     private var stopped: Bool { stopLock.withLock { _stopped } }
 
-    init(journal: Journal, modelHash: String, filter: NameFilter, disposer: InputDisposer, log: Logger) {
-        self.journal = journal
+    init(life: JobLife, modelHash: String, filter: NameFilter, log: Logger) {
+        self.life = life
         self.modelHash = modelHash
         self.filter = filter
-        self.disposer = disposer
         self.log = log
     }
 
@@ -224,18 +221,12 @@ final class Intake: @unchecked Sendable {
         queue.async { [self] in scheduled.remove(path) }
     }
 
-    /// Number of paths waiting or in flight.
-    var scheduledCount: Int { queue.sync { scheduled.count } }
-
     /// Stops taking files; the ready queue wakes its taker with nil.
     func stop() {
         stopLock.withLock { _stopped = true }
         queue.sync {}  // the file being considered, if any, is finished
         ready.close()
     }
-
-    /// Runs after everything submitted so far.
-    func sync() { queue.sync {} }
 
     private func schedule(_ e: JournalEntry) {
         scheduled.insert(e.path)
@@ -245,60 +236,41 @@ final class Intake: @unchecked Sendable {
     private func consider(_ f: FoundFile) {
         log.trace("considering", metadata: ["input": "\(f.path)", "via": "\(f.origin.rawValue)", "scheduled": "\(scheduled.contains(f.path))"])
         guard !scheduled.contains(f.path) else { return }
-        var st = stat()
-        guard stat(f.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return }  // gone again, or not a file
-        let size = Int64(st.st_size), mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        // Gone again, or not a file.
+        guard let st = Sys.status(f.path, followingLinks: true), (st.st_mode & S_IFMT) == S_IFREG else { return }
+        let size = Int64(st.st_size), mtime = Sys.mtimeNs(st)
         do {
-            let latest = try journal.latest(path: f.path)
+            let latest = try life.journal.latest(path: f.path)
             if let latest, latest.size == size, latest.mtimeNs == mtime {
                 switch latest.status {
                 case .queued: schedule(latest)
                 case .processing: break  // a job of this process; it ends in release()
-                case .done, .failed: completeDisposal(latest)
+                case .done, .failed: try life.completeDisposal(latest)
                 }
                 return
             }
             let hash = try FileHash.sha256(fileAt: f.path)
             let input = JournalInput(path: f.path, root: f.root, relative: f.relative, size: size, mtimeNs: mtime, hash: hash, model: modelHash)
-            if let original = try journal.done(hash: hash, model: modelHash) {
-                let id = try journal.recordDuplicate(input, of: original)
+            if let original = try life.journal.done(hash: hash, model: modelHash) {
+                let id = try life.recordDuplicate(input, of: original)
                 log.info("already processed: same content and model as an earlier job; not processed again",
                          metadata: ["input": "\(f.path)", "job": "\(id)", "original": "\(original.path)", "original_job": "\(original.id)"])
-                let final = try disposer.succeeded(path: f.path, root: f.root, relative: f.relative)
-                try journal.setFinalPath(id: id, final)
                 return
             }
             if let latest, latest.status == .queued {
-                try journal.requeue(id: latest.id, with: input)
+                try life.describeAgain(id: latest.id, as: input)
                 var e = latest
                 e.size = size
                 e.mtimeNs = mtime
                 schedule(e)
                 return
             }
-            let id = try journal.enqueue(input)
+            let id = try life.enqueue(input)
             log.debug("queued", metadata: ["input": "\(f.path)", "job": "\(id)", "via": "\(f.origin.rawValue)"])
             schedule(JournalEntry(id: id, path: f.path, root: f.root, relative: f.relative, size: size, mtimeNs: mtime, hash: hash,
                                   model: modelHash, status: .queued, attempts: 0, suspect: false, queuedAt: Journal.now))
         } catch {
             log.error("cannot take input", metadata: ["input": "\(f.path)", "error": "\(error)"])
-        }
-    }
-
-    /// A finished job whose input is still where it was found: segd stopped between the
-    /// journal update and the move. Do the move now.
-    private func completeDisposal(_ e: JournalEntry) {
-        do {
-            if e.status == .done, disposer.after.success != .keep {
-                let final = try disposer.succeeded(path: e.path, root: e.root, relative: e.relative)
-                try journal.setFinalPath(id: e.id, final)
-            } else if e.status == .failed, disposer.after.failure == .move {
-                let final = try disposer.failed(path: e.path, root: e.root, relative: e.relative, reason: e.error ?? "failed",
-                                                attempts: e.attempts, jobID: e.id)
-                try journal.setFinalPath(id: e.id, final)
-            }
-        } catch {
-            log.error("cannot move finished input", metadata: ["input": "\(e.path)", "error": "\(error)"])
         }
     }
 
@@ -309,12 +281,11 @@ final class Intake: @unchecked Sendable {
         queue.async { [self] in
             defer { then() }
             do {
-                for e in try journal.queued() where !scheduled.contains(e.path) {
-                    var st = stat()
-                    if stat(e.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG {
+                for e in try life.journal.queued() where !scheduled.contains(e.path) {
+                    if let st = Sys.status(e.path, followingLinks: true), (st.st_mode & S_IFMT) == S_IFREG {
                         schedule(e)
                     } else {
-                        try journal.markVanished(id: e.id)
+                        try life.vanished(id: e.id)
                         log.warning("queued input disappeared before processing", metadata: ["input": "\(e.path)", "job": "\(e.id)"])
                     }
                 }

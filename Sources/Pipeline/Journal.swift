@@ -10,7 +10,7 @@ public enum JobStatus: String, Codable, Sendable, CaseIterable {
     case queued, processing, done, failed
 }
 
-public struct JournalEntry: Codable, FetchableRecord, Sendable, Equatable {
+public struct JournalEntry: Codable, Sendable, Equatable {
     public var id: Int64
     /// Where the input was found (absolute).
     public var path: String
@@ -49,6 +49,20 @@ public struct JournalEntry: Codable, FetchableRecord, Sendable, Equatable {
     }
 }
 
+/// What `segd status` shows.
+public struct JournalSummary: Sendable {
+    public var counts: [JobStatus: Int] = [:]
+    public var duplicates = 0
+    /// Images finished (done or failed, duplicates excluded) in the last 60 s, 10 min, hour.
+    public var finishedLastMinute = 0
+    public var finishedLast10Minutes = 0
+    public var finishedLastHour = 0
+    /// Mean of the per-image processing time (start → finish) of the last 100 images, s.
+    public var meanLatency: Double?
+    public var recentFailures: [JournalEntry] = []
+    public var lastFinishedAt: Double?
+}
+
 /// What a new job row records about its input.
 public struct JournalInput: Sendable {
     public var path: String
@@ -60,7 +74,14 @@ public struct JournalInput: Sendable {
     public var model: String
 }
 
-public final class Journal: @unchecked Sendable {
+/// A row read through GRDB (its record protocol stays inside this file).
+private struct StoredEntry: Decodable, FetchableRecord {
+    let entry: JournalEntry
+    init(from decoder: Decoder) throws { entry = try JournalEntry(from: decoder) }
+}
+
+/// The SQLite implementation of `JobJournal`.
+public final class Journal: JobJournal, @unchecked Sendable {
     public static let fileName = "journal.sqlite"
     public let path: String
     private let db: DatabaseQueue
@@ -146,17 +167,17 @@ public final class Journal: @unchecked Sendable {
     /// The newest row for an input path.
     public func latest(path: String) throws -> JournalEntry? {
         try read("look up \(path)") { db in
-            try JournalEntry.fetchOne(db, sql: "SELECT * FROM jobs WHERE path = ? ORDER BY id DESC LIMIT 1", arguments: [path])
+            try StoredEntry.fetchOne(db, sql: "SELECT * FROM jobs WHERE path = ? ORDER BY id DESC LIMIT 1", arguments: [path])?.entry
         }
     }
 
     /// A finished, successful job for this content and model (the first one: the original).
     public func done(hash: String, model: String) throws -> JournalEntry? {
         try read("look up content") { db in
-            try JournalEntry.fetchOne(db, sql: """
+            try StoredEntry.fetchOne(db, sql: """
                 SELECT * FROM jobs WHERE hash = ? AND model = ? AND status = 'done' AND duplicate_of IS NULL
                 ORDER BY id LIMIT 1
-                """, arguments: [hash, model])
+                """, arguments: [hash, model])?.entry
         }
     }
 
@@ -242,7 +263,7 @@ public final class Journal: @unchecked Sendable {
     /// suspects.
     public func recoverAfterCrash(maxCrashes: Int) throws -> (retried: [JournalEntry], failed: [JournalEntry]) {
         try write("recover interrupted jobs") { db in
-            let rows = try JournalEntry.fetchAll(db, sql: "SELECT * FROM jobs WHERE status = 'processing' ORDER BY id")
+            let rows = try StoredEntry.fetchAll(db, sql: "SELECT * FROM jobs WHERE status = 'processing' ORDER BY id").map(\.entry)
             var retried: [JournalEntry] = [], failed: [JournalEntry] = []
             for var row in rows {
                 if row.attempts >= maxCrashes {
@@ -265,7 +286,7 @@ public final class Journal: @unchecked Sendable {
     /// Every queued row, suspects first (they run alone, before new work).
     public func queued() throws -> [JournalEntry] {
         try read("list queued jobs") { db in
-            try JournalEntry.fetchAll(db, sql: "SELECT * FROM jobs WHERE status = 'queued' ORDER BY suspect DESC, id")
+            try StoredEntry.fetchAll(db, sql: "SELECT * FROM jobs WHERE status = 'queued' ORDER BY suspect DESC, id").map(\.entry)
         }
     }
 
@@ -280,31 +301,18 @@ public final class Journal: @unchecked Sendable {
     }
 
     public func entry(id: Int64) throws -> JournalEntry? {
-        try read("look up job \(id)") { db in try JournalEntry.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]) }
+        try read("look up job \(id)") { db in try StoredEntry.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id])?.entry }
     }
 
     public func all() throws -> [JournalEntry] {
-        try read("list jobs") { db in try JournalEntry.fetchAll(db, sql: "SELECT * FROM jobs ORDER BY id") }
+        try read("list jobs") { db in try StoredEntry.fetchAll(db, sql: "SELECT * FROM jobs ORDER BY id").map(\.entry) }
     }
 
     // MARK: Status
 
-    public struct Summary: Sendable {
-        public var counts: [JobStatus: Int] = [:]
-        public var duplicates = 0
-        /// Images finished (done or failed, duplicates excluded) in the last 60 s, 10 min, hour.
-        public var finishedLastMinute = 0
-        public var finishedLast10Minutes = 0
-        public var finishedLastHour = 0
-        /// Mean of the per-image processing time (start → finish) of the last 100 images, s.
-        public var meanLatency: Double?
-        public var recentFailures: [JournalEntry] = []
-        public var lastFinishedAt: Double?
-    }
-
-    public func summary(failures limit: Int = 10) throws -> Summary {
+    public func summary(failures limit: Int = 10) throws -> JournalSummary {
         try read("summarize") { db in
-            var s = Summary()
+            var s = JournalSummary()
             for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status") {
                 if let st = JobStatus(rawValue: row["status"]) { s.counts[st] = row["n"] }
             }
@@ -323,9 +331,9 @@ public final class Journal: @unchecked Sendable {
                 WHERE started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 100)
                 """)
             s.lastFinishedAt = try Double.fetchOne(db, sql: "SELECT MAX(finished_at) FROM jobs")
-            s.recentFailures = try JournalEntry.fetchAll(db, sql: """
+            s.recentFailures = try StoredEntry.fetchAll(db, sql: """
                 SELECT * FROM jobs WHERE status = 'failed' ORDER BY finished_at DESC, id DESC LIMIT ?
-                """, arguments: [limit])
+                """, arguments: [limit]).map(\.entry)
             return s
         }
     }

@@ -78,7 +78,7 @@ public final class StagedPipeline: @unchecked Sendable {
                     job.failure = .writing(error)
                     // All of a job's outputs or none: a JSON without its annotated image
                     // (the disk filled up between the two) is removed again.
-                    for path in job.outputs { unlink(path) }
+                    for path in job.outputs { try? Sys.unlink(path) }
                     job.outputs = []
                 }
             }

@@ -76,6 +76,7 @@ public final class Watcher: @unchecked Sendable {
 
     public let options: WatchOptions
     private let log: Logger
+    private let faults: FaultHook
     private let deliver: @Sendable ([FoundFile]) -> Void
     private let initialScanDone: @Sendable () -> Void
     private let lock = NSLock()
@@ -112,9 +113,10 @@ public final class Watcher: @unchecked Sendable {
     /// libinotifytools keeps its state in globals: one watcher at a time per process.
     private static let active = NSLock()
 
-    public init(options: WatchOptions, log: Logger, deliver: @escaping @Sendable ([FoundFile]) -> Void,
+    public init(options: WatchOptions, log: Logger, faults: FaultHook = .none, deliver: @escaping @Sendable ([FoundFile]) -> Void,
                 initialScanDone: @escaping @Sendable () -> Void) {
         self.options = options
+        self.faults = faults
         self.log = log
         self.deliver = deliver
         self.initialScanDone = initialScanDone
@@ -268,9 +270,9 @@ public final class Watcher: @unchecked Sendable {
     /// Initializes inotify and watches every root; false (logged) when it cannot and the
     /// watcher must poll.
     private func setUpInotify() -> Bool {
-        if let forced = ProcessInfo.processInfo.environment["SEGD_TEST_INOTIFY_ERROR"] {
+        if let forced = faults.inotifyError {
             // Test hook: pretend the kernel refused, to exercise the polling fallback.
-            reportInotifyFailure(forced == "EMFILE" ? EMFILE : ENOSPC, path: options.roots.first ?? "")
+            reportInotifyFailure(forced, path: options.roots.first ?? "")
             return false
         }
         guard inotifytools_initialize() != 0 else {
@@ -292,7 +294,7 @@ public final class Watcher: @unchecked Sendable {
         let excluded = options.excludedDirectories + hiddenBelow(dir)
         let ok: Int32
         // Test hook: this folder cannot be watched, as if unreadable (root can read anything).
-        let unwatchable = ProcessInfo.processInfo.environment["SEGD_TEST_UNWATCHABLE"] == dir
+        let unwatchable = faults.unwatchable == dir
         if unwatchable {
             ok = 0
         } else if options.recursive {

@@ -40,9 +40,17 @@ struct Watch: ParsableCommand {
             FileHandle.standardError.write(Data("segd: cannot restart with OMP_NUM_THREADS=\(c.workers): \(String(cString: strerror(errno))); using the default thread count\n".utf8))
         }
         DaemonLogHandler.bootstrap(level: c.logLevel.loggerLevel)
-        let code = Daemon(configPath: config, config: c, log: Logger(label: "segd")).run()
+        let code = Daemon(configPath: config, config: c, log: Logger(label: "segd"), faults: faultsFromEnvironment()).run()
         if code != 0 { throw ExitCode(code) }
     }
+}
+
+/// The tests' fault hook (docs/daemon.md, "Test hooks"): empty unless SEGD_TEST_* is set.
+func faultsFromEnvironment() -> FaultHook {
+    let env = ProcessInfo.processInfo.environment
+    return FaultHook(crashOnDecode: env["SEGD_TEST_CRASH_ON"], hangOnDecode: env["SEGD_TEST_HANG_ON"],
+                     inotifyError: env["SEGD_TEST_INOTIFY_ERROR"].map { $0 == "EMFILE" ? EMFILE : ENOSPC },
+                     unwatchable: env["SEGD_TEST_UNWATCHABLE"])
 }
 
 struct Status: ParsableCommand {
