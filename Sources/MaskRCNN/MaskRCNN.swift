@@ -2,8 +2,8 @@
 // size (multiple of 32), P2..P6 feature maps, R proposals, D detections per image.
 //
 // torchvision's MaskRCNN (GeneralizedRCNN) in eval mode, split into the stages the
-// pipeline runs on its own queues: preprocess → backbone → proposals → detect → masks →
-// postprocess. Every stage takes and returns plain values, so each can be run (and
+// pipeline runs on its own queues (PipelineStage.model: preprocess → backbone → rpn →
+// detect → mask → postprocess). Every stage takes and returns plain values, so each can be run (and
 // checked against the reference) on its own.
 import Foundation
 import Tensor

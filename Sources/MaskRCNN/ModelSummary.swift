@@ -13,7 +13,7 @@ import Tensor
 public struct LayerSummary: Sendable {
     public var name: String
     public var kind: String
-    public var stage: String
+    public var stage: PipelineStage
     /// Output shape, without the batch dimension (C×H×W, or features for a Linear).
     public var output: [Int]
     public var parameters: Int
@@ -28,8 +28,8 @@ public struct ModelSummary: Sendable {
 
     public var totalParameters: Int { layers.reduce(0) { $0 + $1.parameters } }
     public var totalFLOPs: Double { layers.reduce(0) { $0 + $1.flops } }
-    public func flops(stage: String) -> Double { layers.filter { $0.stage == stage }.reduce(0) { $0 + $1.flops } }
-    public static let stages = ["backbone", "rpn", "box_head", "mask_head"]
+    public func flops(stage: PipelineStage) -> Double { layers.filter { $0.stage == stage }.reduce(0) { $0 + $1.flops } }
+    public static let stages: [PipelineStage] = [.backbone, .rpn, .detect, .mask]
 }
 
 extension MaskRCNN {
@@ -37,7 +37,7 @@ extension MaskRCNN {
     /// torchvision's transform gives a 1216×800 image, 800×1216).
     public func summary(height: Int = 800, width: Int = 1216, proposals: Int? = nil, detections: Int? = nil) -> ModelSummary {
         var layers: [LayerSummary] = []
-        func conv(_ name: String, _ c: Conv2d, stage: String, input: [Int], bias: Bool, instances: Int = 1, shared: Bool = false) -> [Int] {
+        func conv(_ name: String, _ c: Conv2d, stage: PipelineStage, input: [Int], bias: Bool, instances: Int = 1, shared: Bool = false) -> [Int] {
             let g = c.geometry
             let out = c.outputShape([1] + input).dropFirst().map { $0 }
             let weights = g.kernel * g.kernel * g.inChannels / g.groups * g.outChannels
@@ -51,44 +51,44 @@ extension MaskRCNN {
                                        stage: stage, output: out, parameters: params, flops: 2 * macs * Double(instances)))
             return out
         }
-        func linear(_ name: String, _ l: Linear, stage: String, instances: Int) {
+        func linear(_ name: String, _ l: Linear, stage: PipelineStage, instances: Int) {
             layers.append(LayerSummary(name: name, kind: "Linear", stage: stage, output: [l.outFeatures],
                                        parameters: (l.inFeatures + 1) * l.outFeatures, flops: 2 * Double(l.inFeatures * l.outFeatures) * Double(instances)))
         }
         var x = [3, height, width]
-        x = conv("backbone.body.conv1", body.stem, stage: "backbone", input: x, bias: false)
+        x = conv("backbone.body.conv1", body.stem, stage: .backbone, input: x, bias: false)
         x = [x[0], (x[1] + 2 - 3) / 2 + 1, (x[2] + 2 - 3) / 2 + 1]  // max pool 3/2, padding 1
         var stageOutputs: [[Int]] = []
         for (s, blocks) in body.stages.enumerated() {
             for (b, block) in blocks.enumerated() {
                 let p = "backbone.body.layer\(s + 1).\(b)"
                 var y = x
-                for (i, c) in block.convs.enumerated() { y = conv("\(p).conv\(i + 1)", c, stage: "backbone", input: y, bias: false) }
-                if let d = block.downsample { _ = conv("\(p).downsample.0", d, stage: "backbone", input: x, bias: false) }
+                for (i, c) in block.convs.enumerated() { y = conv("\(p).conv\(i + 1)", c, stage: .backbone, input: y, bias: false) }
+                if let d = block.downsample { _ = conv("\(p).downsample.0", d, stage: .backbone, input: x, bias: false) }
                 x = y
             }
             stageOutputs.append(x)
         }
         var levels: [[Int]] = []
-        for (i, c) in fpn.inner.enumerated() { _ = conv("backbone.fpn.inner_blocks.\(i).0", c, stage: "backbone", input: stageOutputs[i], bias: true) }
+        for (i, c) in fpn.inner.enumerated() { _ = conv("backbone.fpn.inner_blocks.\(i).0", c, stage: .backbone, input: stageOutputs[i], bias: true) }
         for (i, c) in fpn.layer.enumerated() {
-            levels.append(conv("backbone.fpn.layer_blocks.\(i).0", c, stage: "backbone", input: [fpn.outChannels] + stageOutputs[i].dropFirst(), bias: true))
+            levels.append(conv("backbone.fpn.layer_blocks.\(i).0", c, stage: .backbone, input: [fpn.outChannels] + stageOutputs[i].dropFirst(), bias: true))
         }
         let p5 = levels.last!
         levels.append([p5[0], (p5[1] - 1) / 2 + 1, (p5[2] - 1) / 2 + 1])
         for (l, f) in levels.enumerated() {
             var y = f
-            for (i, c) in rpn.head.convs.enumerated() { y = conv("rpn.head.conv.\(i).0 [P\(l + 2)]", c, stage: "rpn", input: y, bias: true, shared: l > 0) }
-            _ = conv("rpn.head.cls_logits+bbox_pred [P\(l + 2)]", rpn.head.predictor, stage: "rpn", input: y, bias: true, shared: l > 0)
+            for (i, c) in rpn.head.convs.enumerated() { y = conv("rpn.head.conv.\(i).0 [P\(l + 2)]", c, stage: .rpn, input: y, bias: true, shared: l > 0) }
+            _ = conv("rpn.head.cls_logits+bbox_pred [P\(l + 2)]", rpn.head.predictor, stage: .rpn, input: y, bias: true, shared: l > 0)
         }
         let r = proposals ?? config.rpn.postNMSTopN, d = detections ?? config.box.detectionsPerImage
-        linear("roi_heads.box_head.fc6", boxHead.fc6, stage: "box_head", instances: r)
-        linear("roi_heads.box_head.fc7", boxHead.fc7, stage: "box_head", instances: r)
-        linear("roi_heads.box_predictor (cls_score+bbox_pred)", boxHead.predictor, stage: "box_head", instances: r)
+        linear("roi_heads.box_head.fc6", boxHead.fc6, stage: .detect, instances: r)
+        linear("roi_heads.box_head.fc7", boxHead.fc7, stage: .detect, instances: r)
+        linear("roi_heads.box_predictor (cls_score+bbox_pred)", boxHead.predictor, stage: .detect, instances: r)
         var m = [fpn.outChannels, 14, 14]
-        for (i, c) in maskHead.convs.enumerated() { m = conv("roi_heads.mask_head.\(i).0", c, stage: "mask_head", input: m, bias: true, instances: d) }
-        m = conv("roi_heads.mask_predictor.conv5_mask", maskHead.deconv, stage: "mask_head", input: m, bias: true, instances: d)
-        _ = conv("roi_heads.mask_predictor.mask_fcn_logits", maskHead.logits, stage: "mask_head", input: m, bias: true, instances: d)
+        for (i, c) in maskHead.convs.enumerated() { m = conv("roi_heads.mask_head.\(i).0", c, stage: .mask, input: m, bias: true, instances: d) }
+        m = conv("roi_heads.mask_predictor.conv5_mask", maskHead.deconv, stage: .mask, input: m, bias: true, instances: d)
+        _ = conv("roi_heads.mask_predictor.mask_fcn_logits", maskHead.logits, stage: .mask, input: m, bias: true, instances: d)
         return ModelSummary(architecture: architecture, inputHeight: height, inputWidth: width, layers: layers)
     }
 }
@@ -116,9 +116,9 @@ extension ModelSummary {
         }
         s += "\n"
         for stage in Self.stages {
-            s += pad("\(stage) GFLOP", 24) + String(format: "%10.2f", flops(stage: stage) / 1e9) + "\n"
+            s += pad("\(stage.rawValue) GFLOP", 24) + String(format: "%10.2f", flops(stage: stage) / 1e9) + "\n"
         }
-        s += pad("heads GFLOP", 24) + String(format: "%10.2f", (flops(stage: "box_head") + flops(stage: "mask_head")) / 1e9) + "\n"
+        s += pad("heads GFLOP", 24) + String(format: "%10.2f", (flops(stage: .detect) + flops(stage: .mask)) / 1e9) + "\n"
         s += pad("total GFLOP", 24) + String(format: "%10.2f", totalFLOPs / 1e9) + "\n"
         s += pad("total parameters", 24) + pad(grouped(totalParameters), 10, left: true) + "\n"
         return s

@@ -6,14 +6,14 @@ import Imaging
 import MaskRCNN
 
 public struct BenchReport: Sendable {
-    public var stages: [String] = ["preprocess", "backbone", "rpn", "detect", "mask", "postprocess"]
+    public var stages = PipelineStage.model
     /// Per stage, one time (s) per timed image.
-    public var times: [String: [Double]] = [:]
+    public var times: [PipelineStage: [Double]] = [:]
     public var totals: [Double] = []
     public var detections: [Int] = []
     /// GFLOP per stage for each timed image (from the model summary at its padded size
     /// and actual proposal/detection counts).
-    public var gflop: [String: [Double]] = [:]
+    public var gflop: [PipelineStage: [Double]] = [:]
     /// Images per model call.
     public var batchSize = 1
 
@@ -32,7 +32,7 @@ public struct BenchReport: Sendable {
         for name in stages {
             let t = Self.median(times[name] ?? [])
             let g = Self.median(gflop[name] ?? [])
-            s += name.padding(toLength: 14, withPad: " ", startingAt: 0)
+            s += name.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + String(format: "%11.4f %6.1f%% %8.1f %9.1f\n", t, total > 0 ? 100 * t / total : 0, g, t > 0 && g > 0 ? g / t : 0)
         }
         s += "batch size \(batchSize)\n"
@@ -61,27 +61,24 @@ public enum Bench {
         report.batchSize = b
         for pass in 0..<max(1, passes) {
             for (i, group) in groups.enumerated() {
-                var t: [String: Double] = [:]
-                func time<R>(_ name: String, _ body: () throws -> R) rethrows -> R {
+                var t: [PipelineStage: Double] = [:]
+                func time<R>(_ name: PipelineStage, _ body: () throws -> R) rethrows -> R {
                     let (r, ms) = try timed(body)
                     t[name] = ms / 1000 / Double(b)
                     return r
                 }
-                let batch = try time("preprocess") { try model.preprocess(group) }
-                let features = try time("backbone") { try model.backbone(batch) }
-                let props = try time("rpn") { try model.proposals(features, batch) }
-                let dets = try time("detect") { try model.detect(features, batch, proposals: props) }
-                let masks = try time("mask") { try model.masks(features, batch, detections: dets) }
-                let out = time("postprocess") { model.postprocess(batch, detections: dets, masks: masks) }
+                let batch = try time(.preprocess) { try model.preprocess(group) }
+                let features = try time(.backbone) { try model.backbone(batch) }
+                let props = try time(.rpn) { try model.proposals(features, batch) }
+                let dets = try time(.detect) { try model.detect(features, batch, proposals: props) }
+                let masks = try time(.mask) { try model.masks(features, batch, detections: dets) }
+                let out = time(.postprocess) { model.postprocess(batch, detections: dets, masks: masks) }
                 for (k, v) in t { report.times[k, default: []].append(v) }
                 report.totals.append(t.values.reduce(0, +))
                 report.detections.append(out[0].count)
                 let summary = model.summary(height: batch.paddedSize.0, width: batch.paddedSize.1,
                                             proposals: props[0].count, detections: dets[0].count)
-                report.gflop["backbone", default: []].append(summary.flops(stage: "backbone") / 1e9)
-                report.gflop["rpn", default: []].append(summary.flops(stage: "rpn") / 1e9)
-                report.gflop["detect", default: []].append(summary.flops(stage: "box_head") / 1e9)
-                report.gflop["mask", default: []].append(summary.flops(stage: "mask_head") / 1e9)
+                for stage in ModelSummary.stages { report.gflop[stage, default: []].append(summary.flops(stage: stage) / 1e9) }
                 log(String(format: "pass %d batch %d: %.3f s/image, %d proposals, %d detections (first image)", pass + 1, i + 1, report.totals.last!, props[0].count, out[0].count))
             }
         }

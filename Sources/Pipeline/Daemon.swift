@@ -509,10 +509,10 @@ final class Runtime: @unchecked Sendable {
                 let intake = intake, found = FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .scanned)
                 DispatchQueue.global().asyncAfter(deadline: .now() + delay) { intake.submit([found]) }
             case let failure?:
-                try life.fail(item.input, failure, timings: job.timings, batchSize: job.batchSize)
+                try life.fail(item.input, failure, timings: job.timingsByName, batchSize: job.batchSize)
                 log.warning("failed", metadata: ["input": "\(item.path)", "job": "\(id)", "reason": "\(failure)"])
             case nil:
-                try life.succeed(item.input, outputs: job.outputs, timings: job.timings, batchSize: job.batchSize)
+                try life.succeed(item.input, outputs: job.outputs, timings: job.timingsByName, batchSize: job.batchSize)
                 flight.withLock { outputRetryDelay = 0 }
                 log.info("done", metadata: ["input": "\(item.path)", "job": "\(id)", "instances": "\(job.result?.instances.count ?? 0)",
                                             "batch": "\(job.batchSize)", "ms": "\(Int(job.timings.values.reduce(0, +)))"])

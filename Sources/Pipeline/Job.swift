@@ -17,8 +17,8 @@ public final class Job: @unchecked Sendable {
     public internal(set) var detections: Detections?
     /// Why the job failed (nil: it has not).
     public internal(set) var failure: JobFailure?
-    /// Milliseconds per stage ("decode", "preprocess", "backbone", "rpn", "detect", "mask", "write").
-    public internal(set) var timings: [String: Double] = [:]
+    /// Milliseconds per stage.
+    public internal(set) var timings: [PipelineStage: Double] = [:]
     public internal(set) var batchSize = 1
     /// Files written for this job.
     public internal(set) var outputs: [String] = []
@@ -32,6 +32,9 @@ public final class Job: @unchecked Sendable {
     }
 
     public var failed: Bool { failure != nil }
+
+    /// `timings` keyed by stage name, as the JSON and the journal record them.
+    var timingsByName: [String: Double] { Dictionary(uniqueKeysWithValues: timings.map { ($0.key.rawValue, $0.value) }) }
 }
 
 /// Times a closure in milliseconds.

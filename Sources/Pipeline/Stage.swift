@@ -3,17 +3,18 @@
 // back the one before it and memory stays flat however many files arrive (DESIGN.md:
 // every arrow is a bounded queue).
 import Dispatch
+import MaskRCNN
 
 final class Stage<Item: Sendable>: @unchecked Sendable {
-    let name: String
+    let name: PipelineStage
     private let queue: DispatchQueue
     private let slots: DispatchSemaphore
     private let body: (Item) -> Void
 
     /// - Parameter capacity: items queued or running in this stage at most.
-    init(_ name: String, capacity: Int, body: @escaping (Item) -> Void) {
+    init(_ name: PipelineStage, capacity: Int, body: @escaping (Item) -> Void) {
         self.name = name
-        queue = DispatchQueue(label: "segd.stage.\(name)", qos: .userInitiated)
+        queue = DispatchQueue(label: "segd.stage.\(name.rawValue)", qos: .userInitiated)
         slots = DispatchSemaphore(value: max(1, capacity))
         self.body = body
     }

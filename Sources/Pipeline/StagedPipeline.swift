@@ -1,6 +1,7 @@
-// The staged pipeline of DESIGN.md:
+// The staged pipeline (docs/design.md); stage names are PipelineStage's:
 //
-//   submit → decode → batcher → backbone → rpn → detect → mask → write → onFinished
+//   submit → decode → batcher → backbone (preprocess, backbone) → rpn → detect → mask
+//   (mask, postprocess) → write (paste, write) → onFinished
 //
 // Each stage is its own labelled serial queue with a bounded inbox. The model stages share
 // oneDNN's threads; decode and write (RLE, drawing, JPEG encoding, fsync) overlap with
@@ -69,11 +70,11 @@ public final class StagedPipeline: @unchecked Sendable {
         let decoder = ImageDecoder(options: options.decode)
         let model = segmenter.model
 
-        writeStage = Stage("write", capacity: bound * max(1, options.maxBatch)) { [unowned self] job in
+        writeStage = Stage(.write, capacity: bound * max(1, options.maxBatch)) { [unowned self] job in
             if !job.failed {
                 do {
                     let (_, ms) = try timed { try writer.write(job) }
-                    job.timings["write"] = ms
+                    job.timings[.write] = ms
                 } catch {
                     job.failure = .writing(error)
                     // All of a job's outputs or none: a JSON without its annotated image
@@ -84,8 +85,8 @@ public final class StagedPipeline: @unchecked Sendable {
             }
             finish(job)
         }
-        maskStage = Stage("mask", capacity: bound) { [unowned self] b in
-            run(b, "mask") { b in
+        maskStage = Stage(.mask, capacity: bound) { [unowned self] b in
+            run(b, .mask) { b in
                 let masks = try model.masks(b.features!, b.batch!, detections: b.detections)
                 let dets = model.postprocess(b.batch!, detections: b.detections, masks: masks)
                 for (job, d) in zip(b.jobs, dets) { job.detections = d }
@@ -96,30 +97,30 @@ public final class StagedPipeline: @unchecked Sendable {
             modelGate.signal()
             for job in b.jobs { writeStage.submit(job) }
         }
-        detectStage = Stage("detect", capacity: bound) { [unowned self] b in
-            run(b, "detect") { b in b.detections = try model.detect(b.features!, b.batch!, proposals: b.proposals) }
+        detectStage = Stage(.detect, capacity: bound) { [unowned self] b in
+            run(b, .detect) { b in b.detections = try model.detect(b.features!, b.batch!, proposals: b.proposals) }
             forward(b, to: maskStage)
         }
-        rpnStage = Stage("rpn", capacity: bound) { [unowned self] b in
-            run(b, "rpn") { b in b.proposals = try model.proposals(b.features!, b.batch!) }
+        rpnStage = Stage(.rpn, capacity: bound) { [unowned self] b in
+            run(b, .rpn) { b in b.proposals = try model.proposals(b.features!, b.batch!) }
             forward(b, to: detectStage)
         }
-        backboneStage = Stage("backbone", capacity: bound) { [unowned self] b in
+        backboneStage = Stage(.backbone, capacity: bound) { [unowned self] b in
             modelGate.wait()
-            run(b, "preprocess") { b in b.batch = try model.preprocess(b.jobs.map { $0.modelImage }) }
-            run(b, "backbone") { b in b.features = try model.backbone(b.batch!) }
+            run(b, .preprocess) { b in b.batch = try model.preprocess(b.jobs.map { $0.modelImage }) }
+            run(b, .backbone) { b in b.features = try model.backbone(b.batch!) }
             forward(b, to: rpnStage)
         }
         batcher = Batcher(maxBatch: options.maxBatch, maxDelayMs: options.maxDelayMs) { [unowned self] jobs in
             for job in jobs { job.batchSize = jobs.count }
             backboneStage.submit(ModelBatch(jobs: jobs))
         }
-        decodeStage = Stage("decode", capacity: bound * max(1, options.maxBatch)) { [unowned self] job in
+        decodeStage = Stage(.decode, capacity: bound * max(1, options.maxBatch)) { [unowned self] job in
             onStarted?(job)
             do {
                 let (d, ms) = try timed { try decoder.decode(contentsOf: job.inputPath) }
                 job.decoded = d
-                job.timings["decode"] = ms
+                job.timings[.decode] = ms
                 batcher.add(job)
             } catch {
                 job.failure = .decoding(error)
@@ -130,13 +131,13 @@ public final class StagedPipeline: @unchecked Sendable {
 
     /// Runs one model stage on a batch unless it already failed; a thrown error fails
     /// every job of the batch with it.
-    private func run(_ b: ModelBatch, _ name: String, _ body: (ModelBatch) throws -> Void) {
+    private func run(_ b: ModelBatch, _ name: PipelineStage, _ body: (ModelBatch) throws -> Void) {
         guard !b.jobs.contains(where: \.failed) else { return }
         do {
             let (_, ms) = try timed { try body(b) }
             for job in b.jobs { job.timings[name] = ms }
         } catch {
-            for job in b.jobs { job.failure = .model("\(name): \(error)") }
+            for job in b.jobs { job.failure = .model("\(name.rawValue): \(error)") }
         }
     }
 

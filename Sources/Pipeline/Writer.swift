@@ -42,10 +42,10 @@ final class Writer: @unchecked Sendable {
         guard let decoded = job.decoded, let det = job.detections else { return }
         let threshold = segmenter.model.config.maskThreshold
         let (masks, pasteMs) = timed { (0..<det.count).map { det.mask($0, threshold: threshold) } }
-        job.timings["paste"] = pasteMs
+        job.timings[.paste] = pasteMs
         let (jsonPath, imagePath) = paths(for: job, format: decoded.format)
-        var timings = job.timings
-        timings["write"] = nil
+        var timings = job.timingsByName
+        timings[PipelineStage.write.rawValue] = nil  // still running
         let result = try ImageResult(
             detections: det, masks: masks, source: ImageResult.Source(path: job.inputPath),
             image: ImageResult.ImageInfo(width: decoded.image.width, height: decoded.image.height, orientation: decoded.appliedOrientation.rawValue),

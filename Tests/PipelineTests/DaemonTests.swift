@@ -2,6 +2,7 @@
 // read back. Each test drives the daemon the way people and systemd do (cp, mv, a slow
 // writer, kill -9, SIGTERM, SIGHUP, the notify socket).
 import Foundation
+import MaskRCNN
 import Pipeline
 import XCTest
 
@@ -351,6 +352,8 @@ final class DaemonTests: XCTestCase {
             sizes.append(try XCTUnwrap(json["batch_size"] as? Int))
             let timings = try XCTUnwrap(json["timings_ms"] as? [String: Double])
             XCTAssertNotNil(timings["backbone"])
+            // One vocabulary: every key is a PipelineStage name, in the model's order.
+            XCTAssertTrue(Set(timings.keys).isSubset(of: PipelineStage.allCases.map(\.rawValue)), "\(timings.keys)")
         }
         XCTAssertTrue(sizes.contains { $0 > 1 }, "batch sizes \(sizes)")
         XCTAssertTrue(sizes.allSatisfy { $0 <= 4 }, "batch sizes \(sizes)")
