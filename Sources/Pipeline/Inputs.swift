@@ -93,8 +93,7 @@ public enum Inputs {
             for name in names.sorted() {
                 let childRel = rel.isEmpty ? name : rel + "/" + name
                 let child = root + "/" + childRel
-                var st = stat()
-                guard lstat(child, &st) == 0 else { continue }
+                guard let st = Sys.status(child) else { continue }
                 let kind = st.st_mode & S_IFMT
                 if kind == S_IFDIR && !isImageName(name) {
                     try visit(childRel)

@@ -8,8 +8,6 @@ public enum PipelineError: Error, CustomStringConvertible {
     case config(path: String, line: Int?, key: String?, reason: String)
     /// The daemon's SQLite journal (the database file and what failed).
     case journal(path: String, reason: String)
-    /// A watched folder that cannot be watched or listed.
-    case watch(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -22,7 +20,6 @@ public enum PipelineError: Error, CustomStringConvertible {
             if let key { s += ": \(key)" }
             return s + ": " + reason
         case let .journal(path, reason): return "journal \(path): \(reason)"
-        case let .watch(path, reason): return "watching \(path): \(reason)"
         }
     }
 

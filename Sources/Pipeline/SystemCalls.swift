@@ -29,11 +29,6 @@ enum Sys {
         return ok == nil ? nil : st
     }
 
-    /// What `path` names is a regular file (links not followed).
-    static func isRegularFile(_ path: String) -> Bool {
-        status(path).map { ($0.st_mode & S_IFMT) == S_IFREG } ?? false
-    }
-
     static func link(_ from: String, _ to: String) throws(Failure) { try retrying { Glibc.link(from, to) } }
 
     /// unlink(2); a path that is already gone is not an error.

@@ -262,8 +262,7 @@ public final class Watcher: @unchecked Sendable {
     }
 
     static func identity(_ path: String) -> [UInt64]? {
-        var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
+        guard let st = Sys.status(path, followingLinks: true), (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
         return [UInt64(st.st_dev), UInt64(st.st_ino)]
     }
 
@@ -329,8 +328,7 @@ public final class Watcher: @unchecked Sendable {
             guard depth < 64, let names = try? FileManager.default.contentsOfDirectory(atPath: d) else { return }
             for name in names {
                 let child = d + "/" + name
-                var st = stat()
-                guard lstat(child, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+                guard let st = Sys.status(child), (st.st_mode & S_IFMT) == S_IFDIR else { continue }
                 guard !options.excludedDirectories.contains(child) else { continue }
                 if let (root, rel) = locate(child), !options.filter.acceptsDirectory(relative: rel), root != child {
                     out.append(child)
@@ -480,8 +478,7 @@ public final class Watcher: @unchecked Sendable {
         let now = Self.uptime
         let stable = Double(options.stableMs) / 1000
         for (path, p) in pending where !p.awaitingClose {
-            var st = stat()
-            guard lstat(path, &st) == 0 else {
+            guard let st = Sys.status(path) else {
                 pending[path] = nil  // gone again
                 continue
             }
@@ -556,8 +553,7 @@ public final class Watcher: @unchecked Sendable {
 
     /// The kind of what `path` names itself (links not followed); nil when it is gone.
     static func kind(_ path: String) -> mode_t? {
-        var st = stat()
-        return lstat(path, &st) == 0 ? st.st_mode & S_IFMT : nil
+        Sys.status(path).map { $0.st_mode & S_IFMT }
     }
 
     // MARK: Scanning
@@ -597,8 +593,7 @@ public final class Watcher: @unchecked Sendable {
             for name in names.sorted() {
                 let path = d + "/" + name
                 guard let (_, relative) = locate(path) else { continue }
-                var st = stat()
-                guard lstat(path, &st) == 0 else { continue }
+                guard let st = Sys.status(path) else { continue }
                 let kind = st.st_mode & S_IFMT
                 if kind == S_IFDIR {
                     if options.recursive && options.filter.acceptsDirectory(relative: relative) { visit(path, depth: depth + 1) }

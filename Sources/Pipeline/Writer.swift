@@ -24,7 +24,6 @@ final class Writer: @unchecked Sendable {
     let segmenter: Segmenter
     let options: OutputOptions
     private let font: Font?
-    private let fontLock = NSLock()
 
     init(segmenter: Segmenter, options: OutputOptions) throws {
         self.segmenter = segmenter
@@ -67,9 +66,9 @@ final class Writer: @unchecked Sendable {
                                        label: "\(classes[det.labels[i]]) \(Int((det.scores[i] * 100).rounded()))%",
                                        classIndex: det.labels[i])
             }
-            // FreeType faces are not thread-safe; the write stage is serial, the lock
-            // makes that an invariant rather than an assumption.
-            try fontLock.withLock { try image.drawOverlay(overlay, font: font) }
+            // FreeType faces are not thread-safe: the write stage's serial queue is what
+            // keeps one overlay drawing at a time (a second lock here only duplicated it).
+            try image.drawOverlay(overlay, font: font)
             let bytes = decoded.format == .png ? try image.encodePNG() : try image.encodeJPEG(quality: options.jpegQuality)
             try AtomicFile.createParentDirectory(of: imagePath)
             try AtomicFile.write(Data(bytes), to: imagePath)

@@ -78,6 +78,9 @@ final class PipelineConfigTests: XCTestCase {
         XCTAssertEqual(c.model.minSize, 600)
         XCTAssertEqual(c.model.maxSize, 1000)
         XCTAssertEqual(c.model.frozenBNEpsilon, 1e-5)
+        // model.precision does what it says: it reaches the settings every result records.
+        XCTAssertEqual(c.model.precision, .bf16)
+        XCTAssertEqual(c.inferenceSettings.precision, .bf16)
         XCTAssertEqual(c.inputs.directories, ["/base/a", "/abs/b"])
         XCTAssertEqual(c.inputs.recursive, false)
         XCTAssertEqual(c.inputs.include, ["*.png"])
