@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // segd: instance segmentation for Linux. Targets and their one-way dependencies are
-// described in DESIGN.md; each C library enters through its own system-library module.
+// described in docs/design.md; each C library enters through its own system-library module.
 import PackageDescription
 
 let package = Package(

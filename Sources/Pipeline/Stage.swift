@@ -1,7 +1,7 @@
 // A pipeline stage: a labelled serial DispatchQueue plus a bound on the items waiting
 // for it. `submit` blocks the caller while the bound is reached, so a slow stage holds
-// back the one before it and memory stays flat however many files arrive (DESIGN.md:
-// every arrow is a bounded queue).
+// back the one before it and memory stays flat however many files arrive (docs/design.md:
+// every stage has a bounded inbox).
 import Dispatch
 import MaskRCNN
 
