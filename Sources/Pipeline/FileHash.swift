@@ -12,19 +12,28 @@ public enum FileHash {
         }
         defer { close(fd) }
         var hasher = SHA256()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        // Not zero-filled: the intake hashes every new file, most of them far under 1 MiB.
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
         while true {
             let n: Int
-            do { n = try buffer.withUnsafeMutableBytes { b in try Sys.retrying { read(fd, b.baseAddress, b.count) } } } catch {
+            do { n = try Sys.retrying { read(fd, buffer.baseAddress, buffer.count) } } catch {
                 throw PipelineError.io(path: path, reason: "read failed while hashing: \(error)")
             }
             if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[..<n]))
         }
         return hex(hasher.finalize())
     }
 
+    private static let digits = Array("0123456789abcdef".utf8)
+
     static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        digest.map { String(format: "%02x", $0) }.joined()
+        var out: [UInt8] = []
+        for b in digest {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }
