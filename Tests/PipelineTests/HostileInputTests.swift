@@ -115,6 +115,9 @@ final class HostileInputTests: XCTestCase {
             XCTAssertTrue(inDone != inFailed, "\(e.nameText): done \(inDone), failed \(inFailed)")
             if inFailed {
                 let errorPath = ws.failed + "/" + e.nameText + ".error.json"
+                // The input is moved first and its .error.json written just after: a file
+                // failed last (an incomplete one, retried once stable) may be between the two.
+                waitUntil(timeout: 5) { FileManager.default.fileExists(atPath: errorPath) }
                 let doc = try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: errorPath))) as? [String: Any]
                 let reason = doc?["reason"] as? String ?? ""
                 XCTAssertGreaterThan(reason.count, 4, "\(e.nameText): failed/ without a reason in .error.json")
