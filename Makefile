@@ -7,7 +7,10 @@ BIN        := .build/$(CONFIG)/segd
 WEIGHTS    ?= samples/model/shapes_r18.safetensors
 OUT        ?= out
 # Debian packages segd builds against (system-library targets) and runs with.
-APT_PACKAGES := pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libfreetype-dev \
+# libheif1 (bookworm) has its HEVC (libde265) and AV1 (dav1d, aom) decoders built in, not
+# as separate plugin packages, so libheif-dev pulls in everything HEIC and AVIF need.
+APT_PACKAGES := pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libwebp-dev libtiff-dev \
+                libheif-dev libfreetype-dev \
                 libinotifytools0-dev libsqlite3-dev fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

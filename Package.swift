@@ -26,6 +26,12 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CSPNG", path: "Sources/CSPNG",
                        providers: [.apt(["libspng-dev"])]),
+        .systemLibrary(name: "CWebP", path: "Sources/CWebP",
+                       providers: [.apt(["libwebp-dev"])]),
+        .systemLibrary(name: "CTIFF", path: "Sources/CTIFF",
+                       providers: [.apt(["libtiff-dev"])]),
+        .systemLibrary(name: "CHeif", path: "Sources/CHeif",
+                       providers: [.apt(["libheif-dev"])]),
         .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
                        providers: [.apt(["libfreetype-dev"])]),
         .systemLibrary(name: "CInotifyTools", path: "Sources/CInotifyTools",
@@ -33,7 +39,7 @@ let package = Package(
 
         .target(name: "Tensor", dependencies: ["CDNNL"]),
         .target(name: "MaskRCNN", dependencies: ["Tensor"]),
-        .target(name: "Imaging", dependencies: ["CTurboJPEG", "CSPNG", "CFreeType"]),
+        .target(name: "Imaging", dependencies: ["CTurboJPEG", "CSPNG", "CWebP", "CTIFF", "CHeif", "CFreeType"]),
         .target(name: "Results", dependencies: ["MaskRCNN", "Imaging"]),
         .target(name: "Pipeline", dependencies: [
             "Tensor", "MaskRCNN", "Imaging", "Results", "CInotifyTools",

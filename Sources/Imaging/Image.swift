@@ -2,10 +2,18 @@
 // bottom, no row padding — the layout TurboJPEG and libspng read and write directly, and
 // the one the model's preprocessing converts to NCHW float in a single pass.
 
-/// The file formats segd reads and writes; detected from signature bytes on input.
+/// The file formats segd reads; detected from signature bytes on input. JPEG and PNG are
+/// also the two it writes (annotated images).
 public enum ImageFormat: String, Sendable, CaseIterable {
     case jpeg = "JPEG"
     case png = "PNG"
+    case webp = "WebP"
+    case tiff = "TIFF"
+    case heic = "HEIC"
+    case avif = "AVIF"
+
+    /// Whether annotated images can be written in this format.
+    public var isWritable: Bool { self == .jpeg || self == .png }
 }
 
 /// An 8-bit sRGB colour.
@@ -139,6 +147,8 @@ extension Image {
         switch format {
         case .jpeg: return try encodeJPEG(quality: jpegQuality)
         case .png: return try encodePNG()
+        case .webp, .tiff, .heic, .avif:
+            throw ImagingError.encodingFailed(format: format, reason: "segd writes only JPEG and PNG")
         }
     }
 }

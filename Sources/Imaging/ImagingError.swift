@@ -10,10 +10,14 @@ public enum ImagingError: Error, Sendable, Equatable, CustomStringConvertible {
     case fileTooLarge(file: String, bytes: Int, limit: Int)
     case emptyFile(file: String)
     case readFailed(file: String, reason: String)
-    /// The first bytes are neither a JPEG nor a PNG signature (the extension is not consulted).
+    /// The first bytes are no signature of a format segd reads (the extension is not consulted).
     case unknownFormat(file: String, leadingBytes: [UInt8])
     /// The header declares more pixels than the decode limit; detected before allocating.
     case tooManyPixels(file: String, width: Int, height: Int, limit: Int)
+    /// A multi-page file (TIFF) with more pages than the page limit; counted before decoding.
+    case tooManyPages(file: String, limit: Int)
+    /// A page was asked for that the file does not have.
+    case noSuchPage(file: String, page: Int, pageCount: Int)
     /// The data stops before the image does; `byteCount` is how many bytes there were.
     case truncated(file: String, format: ImageFormat, byteCount: Int)
     /// Malformed data (bad marker, bad checksum, bad compressed stream); `reason` from the codec.
@@ -42,10 +46,14 @@ public enum ImagingError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .readFailed(file, reason):
             return "\(file): read failed (\(reason))"
         case let .unknownFormat(file, leading):
-            return "\(file): not a JPEG or PNG image (starts with \(describeLeadingBytes(leading)))"
+            return "\(file): not a JPEG, PNG, WebP, TIFF, HEIC or AVIF image (starts with \(describeLeadingBytes(leading)))"
         case let .tooManyPixels(file, width, height, limit):
             return "\(file): \(width)×\(height) = \(formatMegapixels(width * height)) megapixels "
                 + "exceeds the \(formatMegapixels(limit))-megapixel limit"
+        case let .tooManyPages(file, limit):
+            return "\(file): more than \(limit) pages, the page limit"
+        case let .noSuchPage(file, page, pageCount):
+            return "\(file): no page \(page) (the file has \(pageCount))"
         case let .truncated(file, format, byteCount):
             return "\(file): \(format.rawValue) data ends early (truncated at byte \(byteCount))"
         case let .corrupt(file, format, reason):

@@ -145,9 +145,11 @@ enum PNGDecoder {
     }
 
     /// RGBA8 → RGB8 in the same buffer (pixel i's RGB lands at 3i ≤ 4i, so a forward pass
-    /// never overwrites an unread pixel), out = α·c + (1 − α)·background. In place because
-    /// at 100 megapixels a second buffer would be another 300 MB.
-    static func compositeInPlace(_ pixels: inout [UInt8], onto background: AlphaBackground) {
+    /// never overwrites an unread pixel), out = α·c + (1 − α)·background, or c + (1 − α)·background
+    /// for `premultiplied` colour (libtiff's RGBA raster). In place because at 100 megapixels
+    /// a second buffer would be another 300 MB. Shared by every decoder with alpha.
+    static func compositeInPlace(_ pixels: inout [UInt8], onto background: AlphaBackground,
+                                 premultiplied: Bool = false) {
         let count = pixels.count / 4
         let bg: UInt32 = background == .white ? 255 : 0
         pixels.withUnsafeMutableBufferPointer { p in
@@ -155,12 +157,14 @@ enum PNGDecoder {
                 let a = UInt32(p[4 * i + 3])
                 let inv = 255 - a
                 // (x + 127) / 255 rounds the product of two 8-bit fractions.
-                let r = (UInt32(p[4 * i]) * a + bg * inv + 127) / 255
-                let g = (UInt32(p[4 * i + 1]) * a + bg * inv + 127) / 255
-                let b = (UInt32(p[4 * i + 2]) * a + bg * inv + 127) / 255
-                p[3 * i] = UInt8(r)
-                p[3 * i + 1] = UInt8(g)
-                p[3 * i + 2] = UInt8(b)
+                let scale: UInt32 = premultiplied ? 255 : a
+                let r = (UInt32(p[4 * i]) * scale + bg * inv + 127) / 255
+                let g = (UInt32(p[4 * i + 1]) * scale + bg * inv + 127) / 255
+                let b = (UInt32(p[4 * i + 2]) * scale + bg * inv + 127) / 255
+                // min: premultiplied colour above its alpha is malformed but must not wrap.
+                p[3 * i] = UInt8(min(r, 255))
+                p[3 * i + 1] = UInt8(min(g, 255))
+                p[3 * i + 2] = UInt8(min(b, 255))
             }
         }
         pixels.removeLast(count)

@@ -26,13 +26,13 @@ final class FileInputTests: XCTestCase {
         try "hello world\n".write(toFile: path, atomically: false, encoding: .utf8)
         let error = assertImagingError(try decoder.decode(contentsOf: path))
         XCTAssertEqual(error, .unknownFormat(file: path, leadingBytes: Array("hello wo".utf8)))
-        XCTAssertEqual(error?.description, "\(path): not a JPEG or PNG image (starts with \"hello wo\")")
+        XCTAssertEqual(error?.description, "\(path): not a JPEG, PNG, WebP, TIFF, HEIC or AVIF image (starts with \"hello wo\")")
     }
 
     func testBinaryOfAnotherFormat() throws {
         let gif: [UInt8] = Array("GIF89a".utf8) + [0x01, 0x00, 0x01, 0x00]
         XCTAssertEqual(assertImagingError(try decoder.decode(gif, name: "a.jpg"))?.description,
-                       "a.jpg: not a JPEG or PNG image (starts with 47 49 46 38 39 61 01 00)")
+                       "a.jpg: not a JPEG, PNG, WebP, TIFF, HEIC or AVIF image (starts with 47 49 46 38 39 61 01 00)")
     }
 
     func testDirectoryNamedJPG() throws {

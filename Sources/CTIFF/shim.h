@@ -1,0 +1,3 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <tiffio.h>

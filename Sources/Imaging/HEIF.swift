@@ -1,0 +1,246 @@
+// HEIC (HEVC) and AVIF (AV1) through libheif 1.15, whose Debian build has libde265 and
+// dav1d/aom built in. The primary image is decoded; other top-level images (bursts,
+// thumbnails, depth maps) are not results.
+//
+// Orientation: in HEIF the item properties irot (rotation) and imir (mirror) are the
+// orientation, and readers must not apply an EXIF orientation on top (MIAF §7.3.6.7;
+// iPhones write both, equal, and applying both rotates twice). segd asks libheif for the
+// stored pixels (ignore_transformations) and applies irot/imir itself, as their EXIF
+// equivalent, through the same code as a JPEG's tag, so the JSON's `orientation` says
+// exactly what was done. The clean-aperture crop (clap) is not applied: segd sees the
+// whole coded picture (clap appears in files with odd sizes; phones do not write it).
+//
+// Limits: libheif's own per-side limit is set, and the pixel limit is checked against
+// the ispe (stored size) property before heif_decode_image allocates anything.
+
+import CHeif
+
+/// A heif_context over caller-owned bytes; heif_context_free in deinit.
+final class HEIFContext {
+    let ctx: OpaquePointer
+
+    private static let initialized: Void = { _ = heif_init(nil) }()
+
+    init() throws {
+        _ = Self.initialized
+        guard let ctx = heif_context_alloc() else {
+            throw ImagingError.codecUnavailable(library: "libheif", reason: "cannot allocate a context")
+        }
+        self.ctx = ctx
+    }
+
+    deinit { heif_context_free(ctx) }
+}
+
+/// A primary image handle; heif_image_handle_release in deinit.
+final class HEIFImageHandle {
+    let handle: OpaquePointer
+    init(_ handle: OpaquePointer) { self.handle = handle }
+    deinit { heif_image_handle_release(handle) }
+}
+
+/// A decoded heif_image; heif_image_release in deinit.
+final class HEIFImage {
+    let image: OpaquePointer
+    init(_ image: OpaquePointer) { self.image = image }
+    deinit { heif_image_release(image) }
+}
+
+enum HEIFDecoder {
+    static func decode(_ bytes: [UInt8], name: String, format: ImageFormat, limits: DecodeLimits,
+                       background: AlphaBackground) throws -> CodecOutput {
+        func check(_ error: heif_error) throws {
+            guard error.code != heif_error_Ok else { return }
+            let reason = error.message.map { String(cString: $0) } ?? "error \(error.code.rawValue)"
+            switch (error.code, error.subcode) {
+            case (_, heif_suberror_End_of_data):
+                throw ImagingError.truncated(file: name, format: format, byteCount: bytes.count)
+            case (_, heif_suberror_Security_limit_exceeded), (heif_error_Memory_allocation_error, _):
+                throw ImagingError.limitExceeded(file: name, format: format, reason: "libheif: \(reason)")
+            case (heif_error_Unsupported_feature, _), (heif_error_Unsupported_filetype, _):
+                throw ImagingError.unsupported(file: name, format: format, reason: "libheif: \(reason)")
+            default:
+                throw ImagingError.corrupt(file: name, format: format, reason: "libheif: \(reason)")
+            }
+        }
+        let context = try HEIFContext()
+        // libheif's check is per side; the product is checked below.
+        heif_context_set_maximum_image_size_limit(context.ctx, Int32(clamping: min(limits.maxPixels, 1 << 30)))
+        return try bytes.withUnsafeBufferPointer { input in
+            // Without copy: libheif reads from `input` until the context is freed, which
+            // happens when `context` goes, after this closure.
+            try check(heif_context_read_from_memory_without_copy(context.ctx, input.baseAddress, input.count, nil))
+            var primary: OpaquePointer?
+            try check(heif_context_get_primary_image_handle(context.ctx, &primary))
+            guard let primary else {
+                throw ImagingError.corrupt(file: name, format: format, reason: "no primary image")
+            }
+            let handle = HEIFImageHandle(primary)
+            let width = Int(heif_image_handle_get_ispe_width(handle.handle))
+            let height = Int(heif_image_handle_get_ispe_height(handle.handle))
+            guard width > 0, height > 0 else {
+                throw ImagingError.corrupt(file: name, format: format, reason: "primary image is \(width)×\(height)")
+            }
+            try limits.check(width: width, height: height, file: name)
+
+            let alpha = heif_image_handle_has_alpha_channel(handle.handle) != 0
+            guard let options = heif_decoding_options_alloc() else {
+                throw ImagingError.codecUnavailable(library: "libheif", reason: "cannot allocate decoding options")
+            }
+            defer { heif_decoding_options_free(options) }
+            options.pointee.ignore_transformations = 1
+            var decoded: OpaquePointer?
+            try check(heif_decode_image(handle.handle, &decoded, heif_colorspace_RGB,
+                                        alpha ? heif_chroma_interleaved_RGBA : heif_chroma_interleaved_RGB, options))
+            guard let decoded else { throw ImagingError.corrupt(file: name, format: format, reason: "no image decoded") }
+            let image = HEIFImage(decoded)
+            let w = Int(heif_image_get_width(image.image, heif_channel_interleaved))
+            let h = Int(heif_image_get_height(image.image, heif_channel_interleaved))
+            var stride: Int32 = 0
+            guard w == width, h == height, let plane = heif_image_get_plane_readonly(image.image, heif_channel_interleaved, &stride) else {
+                throw ImagingError.corrupt(file: name, format: format,
+                                           reason: "decoded \(w)×\(h), the header says \(width)×\(height)")
+            }
+            let channels = alpha ? 4 : 3
+            let row = width * channels
+            guard Int(stride) >= row else {
+                throw ImagingError.corrupt(file: name, format: format, reason: "row stride \(stride) below \(row)")
+            }
+            var pixels = [UInt8](unsafeUninitializedCapacity: row * height) { out, count in
+                for y in 0..<height {
+                    (out.baseAddress! + y * row).update(from: plane + y * Int(stride), count: row)
+                }
+                count = row * height
+            }
+            if alpha {
+                PNGDecoder.compositeInPlace(&pixels, onto: background,
+                                            premultiplied: heif_image_handle_is_premultiplied_alpha(handle.handle) != 0)
+            }
+            let orientation = input.withMemoryRebound(to: UInt8.self) { BMFF.primaryOrientation($0) }
+            return CodecOutput(image: Image(width: width, height: height, pixels: pixels), orientation: orientation)
+        }
+    }
+}
+
+/// The ISO base media file format boxes segd reads itself: the ftyp brands (to tell HEIC
+/// from AVIF from an MP4) and the primary item's irot/imir. Every read is bounds-checked;
+/// a malformed structure means "no answer", and libheif reports what is wrong with it.
+enum BMFF {
+    static let heicBrands: Set<String> = ["heic", "heix", "heim", "heis", "hevc", "hevx", "hevm", "hevs"]
+    static let avifBrands: Set<String> = ["avif", "avis"]
+
+    /// HEIC or AVIF from the ftyp box at the start of the file; nil for anything else
+    /// (an MP4 or QuickTime file has an ftyp too, with brands of its own).
+    static func imageFormat(_ b: [UInt8]) -> ImageFormat? {
+        guard b.count >= 16, String(decoding: b[4..<8], as: UTF8.self) == "ftyp" else { return nil }
+        let size = Int(b[0]) << 24 | Int(b[1]) << 16 | Int(b[2]) << 8 | Int(b[3])
+        guard size >= 16, size <= b.count else { return nil }
+        // Major brand at 8, minor version at 12, compatible brands from 16.
+        var brands = [String(decoding: b[8..<12], as: UTF8.self)]
+        for at in stride(from: 16, to: size - 3, by: 4) { brands.append(String(decoding: b[at..<(at + 4)], as: UTF8.self)) }
+        // The major brand decides when it is one of ours; "mif1"/"msf1" files say the
+        // codec among their compatible brands.
+        if avifBrands.contains(brands[0]) { return .avif }
+        if heicBrands.contains(brands[0]) { return .heic }
+        if brands.contains(where: avifBrands.contains) { return .avif }
+        if brands.contains(where: heicBrands.contains) { return .heic }
+        return nil
+    }
+
+    /// A box: its type and the range of its payload.
+    struct Box {
+        let type: String
+        let payload: Range<Int>
+    }
+
+    /// The boxes in `range`, in order; stops at the first that does not fit.
+    static func boxes(_ b: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> [Box] {
+        var out: [Box] = []
+        var at = range.lowerBound
+        while at + 8 <= range.upperBound {
+            var size = Int(u32(b, at)), header = 8
+            if size == 1 {
+                guard at + 16 <= range.upperBound else { break }
+                let large = UInt64(u32(b, at + 8)) << 32 | UInt64(u32(b, at + 12))
+                guard large <= UInt64(range.upperBound - at) else { break }
+                size = Int(large)
+                header = 16
+            } else if size == 0 {
+                size = range.upperBound - at
+            }
+            guard size >= header, size <= range.upperBound - at else { break }
+            out.append(Box(type: String(decoding: UnsafeBufferPointer(rebasing: b[(at + 4)..<(at + 8)]), as: UTF8.self),
+                           payload: (at + header)..<(at + size)))
+            at += size
+        }
+        return out
+    }
+
+    static func u32(_ b: UnsafeBufferPointer<UInt8>, _ at: Int) -> UInt32 {
+        UInt32(b[at]) << 24 | UInt32(b[at + 1]) << 16 | UInt32(b[at + 2]) << 8 | UInt32(b[at + 3])
+    }
+
+    static func u16(_ b: UnsafeBufferPointer<UInt8>, _ at: Int) -> Int { Int(b[at]) << 8 | Int(b[at + 1]) }
+
+    /// The orientation that the primary item's irot and imir properties describe, applied
+    /// in their ipma order, as an EXIF value; nil when it has neither (or the boxes are
+    /// malformed).
+    static func primaryOrientation(_ b: UnsafeBufferPointer<UInt8>) -> Orientation? {
+        guard let meta = boxes(b, 0..<b.count).first(where: { $0.type == "meta" }), meta.payload.count >= 4 else { return nil }
+        let children = boxes(b, (meta.payload.lowerBound + 4)..<meta.payload.upperBound)  // full box: skip version+flags
+        guard let pitm = children.first(where: { $0.type == "pitm" }), pitm.payload.count >= 6 else { return nil }
+        let primary = b[pitm.payload.lowerBound] == 0 ? Int(u16(b, pitm.payload.lowerBound + 4))
+            : (pitm.payload.count >= 8 ? Int(u32(b, pitm.payload.lowerBound + 4)) : -1)
+        guard let iprp = children.first(where: { $0.type == "iprp" }) else { return nil }
+        let iprpChildren = boxes(b, iprp.payload)
+        guard let ipco = iprpChildren.first(where: { $0.type == "ipco" }) else { return nil }
+        let properties = boxes(b, ipco.payload)
+        var transforms: [Orientation] = []
+        for ipma in iprpChildren where ipma.type == "ipma" {
+            let p = ipma.payload
+            guard p.count >= 8 else { return nil }
+            let version = b[p.lowerBound], wideIndex = b[p.lowerBound + 3] & 1 == 1
+            var at = p.lowerBound + 4
+            let entries = Int(u32(b, at))
+            at += 4
+            for _ in 0..<entries {
+                let idSize = version < 1 ? 2 : 4
+                guard at + idSize + 1 <= p.upperBound else { return nil }
+                let item = idSize == 2 ? u16(b, at) : Int(u32(b, at))
+                at += idSize
+                let count = Int(b[at])
+                at += 1
+                let indexSize = wideIndex ? 2 : 1
+                guard at + count * indexSize <= p.upperBound else { return nil }
+                for _ in 0..<count {
+                    let index = wideIndex ? u16(b, at) & 0x7FFF : Int(b[at] & 0x7F)
+                    at += indexSize
+                    guard item == primary, index >= 1, index <= properties.count else { continue }
+                    let property = properties[index - 1]
+                    guard !property.payload.isEmpty else { continue }
+                    let value = b[property.payload.lowerBound]
+                    switch property.type {
+                    // irot: angle × 90° anti-clockwise.
+                    case "irot": transforms.append([.identity, .rotate270, .rotate180, .rotate90][Int(value & 3)])
+                    // imir axis 0: about the vertical axis (left↔right); 1: about the horizontal.
+                    case "imir": transforms.append(value & 1 == 0 ? .mirrorHorizontal : .mirrorVertical)
+                    default: break
+                    }
+                }
+            }
+        }
+        guard !transforms.isEmpty else { return nil }
+        return transforms.dropFirst().reduce(transforms[0]) { $0.then($1) }
+    }
+}
+
+extension Orientation {
+    /// The single orientation equal to applying `self`, then `next`: found by applying
+    /// both to a 3×2 image whose pixels all differ (8 candidates, microseconds), so it
+    /// cannot disagree with `Image.applying`.
+    func then(_ next: Orientation) -> Orientation {
+        let probe = Image(width: 3, height: 2, pixels: (0..<18).map { UInt8($0) })
+        let target = probe.applying(self).applying(next)
+        return Orientation.allCases.first { probe.applying($0) == target }!
+    }
+}
