@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs both harnesses one after the other for FUZZ_SECONDS each (default 600), seeded
+# Runs the harnesses (jpeg png webp tiff heif, or those named in FUZZ_TARGETS) one after
+# the other for FUZZ_SECONDS each (default 600), seeded
 # from the committed image fixtures plus the generated seeds in fuzz/seeds/. The
 # working corpus lives in .build/fuzz/corpus-<fmt> (kept between runs); crashes are
 # written to .build/fuzz/artifacts/. Exit status is non-zero when a harness found one.
@@ -11,8 +12,8 @@ FUZZ_JOBS=${FUZZ_JOBS:-1}
 fuzz/build.sh "$OUT"
 mkdir -p "$OUT/artifacts"
 status=0
-for fmt in jpeg png; do
-  ext=$fmt; [ "$fmt" = jpeg ] && ext=jpg
+for fmt in ${FUZZ_TARGETS:-jpeg png webp tiff heif}; do
+  case $fmt in jpeg) ext=jpg ;; tiff) ext=tif ;; heif) ext='[ha][ev][ii][cf]' ;; *) ext=$fmt ;; esac
   corpus="$OUT/corpus-$fmt"
   mkdir -p "$corpus"
   # Fixtures over 16 KB left out: the 47 KB zTXt bomb inflates 48 MB per execution and

@@ -4,11 +4,11 @@
 //
 // Orientation: in HEIF the item properties irot (rotation) and imir (mirror) are the
 // orientation, and readers must not apply an EXIF orientation on top (MIAF §7.3.6.7;
-// iPhones write both, equal, and applying both rotates twice). segd asks libheif for the
-// stored pixels (ignore_transformations) and applies irot/imir itself, as their EXIF
-// equivalent, through the same code as a JPEG's tag, so the JSON's `orientation` says
-// exactly what was done. The clean-aperture crop (clap) is not applied: segd sees the
-// whole coded picture (clap appears in files with odd sizes; phones do not write it).
+// iPhones write both, equal, and applying both rotates twice). libheif applies them, with
+// the clean-aperture crop (clap: encoders pad small or odd-sized pictures to whole coding
+// blocks, a 32×24 picture is coded 64×64, and clap cuts it back). segd reads irot/imir
+// itself as well, as their EXIF equivalent, so that the JSON's `orientation` says what was
+// done and `applyOrientation: false` can undo it.
 //
 // Limits: libheif's own per-side limit is set, and the pixel limit is checked against
 // the ispe (stored size) property before heif_decode_image allocates anything.
@@ -76,19 +76,26 @@ enum HEIFDecoder {
                 throw ImagingError.corrupt(file: name, format: format, reason: "no primary image")
             }
             let handle = HEIFImageHandle(primary)
-            let width = Int(heif_image_handle_get_ispe_width(handle.handle))
-            let height = Int(heif_image_handle_get_ispe_height(handle.handle))
-            guard width > 0, height > 0 else {
-                throw ImagingError.corrupt(file: name, format: format, reason: "primary image is \(width)×\(height)")
+            // ispe: the coded size, before clap, which is what the decoder allocates.
+            let codedWidth = Int(heif_image_handle_get_ispe_width(handle.handle))
+            let codedHeight = Int(heif_image_handle_get_ispe_height(handle.handle))
+            guard codedWidth > 0, codedHeight > 0 else {
+                throw ImagingError.corrupt(file: name, format: format, reason: "primary image is \(codedWidth)×\(codedHeight)")
             }
-            try limits.check(width: width, height: height, file: name)
+            try limits.check(width: codedWidth, height: codedHeight, file: name)
+            // The size after clap, irot and imir.
+            let width = Int(heif_image_handle_get_width(handle.handle))
+            let height = Int(heif_image_handle_get_height(handle.handle))
+            guard width > 0, height > 0, width * height <= codedWidth * codedHeight else {
+                throw ImagingError.corrupt(file: name, format: format,
+                                           reason: "displayed size \(width)×\(height) for a \(codedWidth)×\(codedHeight) picture")
+            }
 
             let alpha = heif_image_handle_has_alpha_channel(handle.handle) != 0
             guard let options = heif_decoding_options_alloc() else {
                 throw ImagingError.codecUnavailable(library: "libheif", reason: "cannot allocate decoding options")
             }
             defer { heif_decoding_options_free(options) }
-            options.pointee.ignore_transformations = 1
             var decoded: OpaquePointer?
             try check(heif_decode_image(handle.handle, &decoded, heif_colorspace_RGB,
                                         alpha ? heif_chroma_interleaved_RGBA : heif_chroma_interleaved_RGB, options))
@@ -116,8 +123,9 @@ enum HEIFDecoder {
                 PNGDecoder.compositeInPlace(&pixels, onto: background,
                                             premultiplied: heif_image_handle_is_premultiplied_alpha(handle.handle) != 0)
             }
-            let orientation = input.withMemoryRebound(to: UInt8.self) { BMFF.primaryOrientation($0) }
-            return CodecOutput(image: Image(width: width, height: height, pixels: pixels), orientation: orientation)
+            let orientation = BMFF.primaryOrientation(input)
+            return CodecOutput(image: Image(width: width, height: height, pixels: pixels), orientation: orientation,
+                               alreadyOriented: true)
         }
     }
 }
@@ -235,6 +243,9 @@ enum BMFF {
 }
 
 extension Orientation {
+    /// The orientation that undoes this one.
+    var inverse: Orientation { Orientation.allCases.first { self.then($0) == .identity }! }
+
     /// The single orientation equal to applying `self`, then `next`: found by applying
     /// both to a 3×2 image whose pixels all differ (8 candidates, microseconds), so it
     /// cannot disagree with `Image.applying`.

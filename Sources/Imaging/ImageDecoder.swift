@@ -92,6 +92,9 @@ struct CodecOutput {
     var orientation: Orientation?
     var pageCount = 1
     var frameCount = 1
+    /// `image` is upright already: the codec applied `orientation` itself (libheif, which
+    /// must apply the crop and rotation together).
+    var alreadyOriented = false
 }
 
 /// Decodes JPEG, PNG, WebP, TIFF, HEIC and AVIF into RGB8. A value type holding only options, so any thread or
@@ -147,8 +150,15 @@ public struct ImageDecoder: Sendable {
                                          background: options.alphaBackground)
         }
         let applied = options.applyOrientation ? (out.orientation ?? .identity) : .identity
-        return DecodedImage(image: out.image.applying(applied), format: format, exifOrientation: out.orientation,
-                            appliedOrientation: applied, storedWidth: out.image.width, storedHeight: out.image.height,
+        var image = out.image.applying(applied)
+        var stored = (width: out.image.width, height: out.image.height)
+        if out.alreadyOriented {
+            let declared = out.orientation ?? .identity
+            image = out.image.applying(declared.inverse.then(applied))
+            if declared.swapsDimensions { stored = (out.image.height, out.image.width) }
+        }
+        return DecodedImage(image: image, format: format, exifOrientation: out.orientation,
+                            appliedOrientation: applied, storedWidth: stored.width, storedHeight: stored.height,
                             page: page, pageCount: out.pageCount, frameCount: out.frameCount)
     }
 
