@@ -53,9 +53,9 @@ public final class BatchRun: @unchecked Sendable {
                     summary.failures.append((job.inputPath, failure.description))
                 } else {
                     summary.succeeded += 1
-                    if let r = job.result {
+                    for r in job.results {
                         for inst in r.instances { summary.instancesPerClass[inst.label, default: 0] += 1 }
-                        do { try coco.add(r, fileName: relativeNames[job.inputPath]) } catch {
+                        do { try coco.add(r, fileName: Self.cocoFileName(relativeNames[job.inputPath], r)) } catch {
                             summary.failures.append((job.inputPath, "COCO results: \(error)"))
                         }
                     }
@@ -76,12 +76,11 @@ public final class BatchRun: @unchecked Sendable {
             }
             if skipExisting && outputsExist(input) {
                 // Still part of this run's COCO file: read back the result written before.
-                let base = (outDir as NSString).appendingPathComponent(input.stem)
-                let previous = try? ImageResult.read(from: base + ".json")
+                let previous = previousResults(input)
                 lock.withLock {
                     summary.skipped += 1
                     done += 1
-                    if let previous { _ = try? coco.add(previous, fileName: input.relativePath) }
+                    for r in previous { _ = try? coco.add(r, fileName: Self.cocoFileName(input.relativePath, r)) }
                 }
                 continue
             }
@@ -93,8 +92,28 @@ public final class BatchRun: @unchecked Sendable {
         return summary
     }
 
+    /// The COCO file_name of a result: the input's relative path, and for page 2... of a
+    /// multi-page TIFF "<path>#p<page>" (page 1 is the file itself, as its JSON is <stem>.json).
+    static func cocoFileName(_ relative: String?, _ r: ImageResult) -> String? {
+        guard let page = r.source.page, page > 1 else { return relative }
+        return (relative ?? r.source.fileName) + "#p\(page)"
+    }
+
+    /// The results a previous run wrote for this input: <stem>.json and, for a multi-page
+    /// TIFF, <stem>_p2.json ... as its page count says.
+    func previousResults(_ input: InputFile) -> [ImageResult] {
+        let base = (options.output.directory as NSString).appendingPathComponent(input.stem)
+        guard let first = try? ImageResult.read(from: base + ".json") else { return [] }
+        let pages = first.source.pageCount ?? 1
+        return [first] + (pages > 1 ? (2...pages).compactMap {
+            try? ImageResult.read(from: (options.output.directory as NSString)
+                .appendingPathComponent(Job.pageStem(input.stem, page: $0)) + ".json")
+        } : [])
+    }
+
     /// Whether a previous run already wrote this input's outputs (they are written
-    /// atomically, so an existing file is a complete one).
+    /// atomically, so an existing file is a complete one, and the pages of a multi-page
+    /// input all or none).
     func outputsExist(_ input: InputFile) -> Bool {
         let base = (options.output.directory as NSString).appendingPathComponent(input.stem)
         let fm = FileManager.default

@@ -17,7 +17,8 @@ public struct InputFile: Sendable, Equatable {
 
 public enum Inputs {
     /// Extensions taken from walked directories (an explicitly named file is always taken).
-    public static let imageExtensions: Set<String> = ["jpg", "jpeg", "jpe", "png"]
+    public static let imageExtensions: Set<String> = ["jpg", "jpeg", "jpe", "png", "webp", "tif", "tiff",
+                                                      "heic", "heif", "avif"]
 
     static func isImageName(_ name: String) -> Bool {
         imageExtensions.contains((name as NSString).pathExtension.lowercased())

@@ -11,6 +11,7 @@ public struct PipelineConfig: Sendable, Equatable {
     public enum AfterSuccess: String, Sendable, CaseIterable { case keep, move, delete }
     public enum AfterFailure: String, Sendable, CaseIterable { case keep, move }
     public enum LogLevel: String, Sendable, CaseIterable { case trace, debug, info, notice, warning, error, critical }
+    public typealias AnnotatedFormat = Pipeline.AnnotatedFormat
 
     public struct Model: Sendable, Equatable {
         public var weights = "/usr/local/share/segd/shapes.safetensors"
@@ -31,7 +32,7 @@ public struct PipelineConfig: Sendable, Equatable {
     public struct Inputs: Sendable, Equatable {
         public var directories = ["/var/lib/segd/inbox"]
         public var recursive = true
-        public var include = ["*.jpg", "*.jpeg", "*.jpe", "*.png"]
+        public var include = ["*.jpg", "*.jpeg", "*.jpe", "*.png", "*.webp", "*.tif", "*.tiff", "*.heic", "*.heif", "*.avif"]
         /// Hidden names cover rsync's and segd's own temporary files (".name.XXXXXX").
         public var exclude = [".*", "*.part", "*.tmp", "*~"]
         /// A file that appeared without close-after-write (hard link, a writer seen only by
@@ -41,6 +42,8 @@ public struct PipelineConfig: Sendable, Equatable {
         /// Used only when inotify is unavailable (watch or instance limit reached).
         public var pollIntervalMs = 2000
         public var maxPixels = 100_000_000
+        /// Pages of a multi-page TIFF at most (each page is one result).
+        public var maxPages = 100
     }
 
     public struct Outputs: Sendable, Equatable {
@@ -48,6 +51,7 @@ public struct PipelineConfig: Sendable, Equatable {
         public var json = true
         public var annotated = true
         public var jpegQuality = 90
+        public var annotatedFormat = AnnotatedFormat.auto
         public var polygons = false
         public var annotateMinScore = 0.5
     }
@@ -147,6 +151,7 @@ extension PipelineConfig {
                 case "rescan_interval_s": c.inputs.rescanIntervalS = try r.int(n, key, k, in: 1...86_400 * 7)
                 case "poll_interval_ms": c.inputs.pollIntervalMs = try r.int(n, key, k, in: 50...3_600_000)
                 case "max_pixels": c.inputs.maxPixels = try r.int(n, key, k, in: 1...1_000_000_000)
+                case "max_pages": c.inputs.maxPages = try r.int(n, key, k, in: 1...100_000)
                 default: throw r.unknown(n, key, k)
                 }
             }
@@ -156,6 +161,7 @@ extension PipelineConfig {
                 case "json": c.outputs.json = try r.bool(n, key, k)
                 case "annotated": c.outputs.annotated = try r.bool(n, key, k)
                 case "jpeg_quality": c.outputs.jpegQuality = try r.int(n, key, k, in: 1...100)
+                case "annotated_format": c.outputs.annotatedFormat = try r.choice(n, key, k)
                 case "polygons": c.outputs.polygons = try r.bool(n, key, k)
                 case "annotate_min_score": c.outputs.annotateMinScore = try r.double(n, key, k, in: 0...1)
                 default: throw r.unknown(n, key, k)
@@ -297,9 +303,11 @@ extension PipelineConfig {
         o.output.writeJSON = outputs.json
         o.output.annotate = outputs.annotated
         o.output.jpegQuality = outputs.jpegQuality
+        o.output.annotatedFormat = outputs.annotatedFormat
         o.output.polygons = outputs.polygons
         o.output.annotateMinScore = Float(outputs.annotateMinScore)
         o.decode.limits.maxPixels = inputs.maxPixels
+        o.decode.limits.maxPages = inputs.maxPages
         return o
     }
 }

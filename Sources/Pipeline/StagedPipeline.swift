@@ -117,11 +117,33 @@ public final class StagedPipeline: @unchecked Sendable {
         }
         decodeStage = Stage(.decode, capacity: bound * max(1, options.maxBatch)) { [unowned self] job in
             onStarted?(job)
+            var bytes: [UInt8] = []
             do {
-                let (d, ms) = try timed { try decoder.decode(contentsOf: job.inputPath) }
+                let (d, ms) = try timed { () throws -> DecodedImage in
+                    bytes = try decoder.readFile(job.inputPath)
+                    return try decoder.decode(bytes, name: job.inputPath)
+                }
                 job.decoded = d
                 job.timings[.decode] = ms
+                // A multi-page TIFF: pages 2... become jobs of their own, decoded here one
+                // after the other from the same bytes, each held back by the batcher's
+                // bound like any input, so memory is what one page costs.
+                let pageJobs = d.pageCount > 1 ? (2...d.pageCount).map { Job(page: $0, of: job) } : []
+                job.expectPages(pageJobs)
                 batcher.add(job)
+                // No onStarted for them: the input was marked started with page 1.
+                for pageJob in pageJobs {
+                    do {
+                        let name = "\(job.inputPath) (page \(pageJob.page) of \(d.pageCount))"
+                        let (p, ms) = try timed { try decoder.decode(bytes, name: name, page: pageJob.page) }
+                        pageJob.decoded = p
+                        pageJob.timings[.decode] = ms
+                        batcher.add(pageJob)
+                    } catch {
+                        pageJob.failure = .decoding(error)
+                        writeStage.submit(pageJob)
+                    }
+                }
             } catch {
                 job.failure = .decoding(error)
                 writeStage.submit(job)
@@ -154,7 +176,24 @@ public final class StagedPipeline: @unchecked Sendable {
 
     private func finish(_ job: Job) {
         job.decoded = nil  // the pixels are no longer needed; keep memory flat
-        onFinished(job)
+        let input = job.parent ?? job
+        guard input.pageFinished() else { return }
+        if !input.pageJobs.isEmpty {
+            // All pages' outputs or none, as for one image: a page that failed fails the
+            // input (the reason names the page), and the other pages' files go again.
+            let pages = [input] + input.pageJobs
+            if let failed = pages.first(where: \.failed) {
+                if input.failure == nil { input.failure = failed.failure }
+                for page in pages {
+                    for path in page.outputs { unlink(path) }
+                    page.outputs = []
+                }
+            } else {
+                input.outputs += input.pageJobs.flatMap(\.outputs)
+            }
+        }
+        onFinished(input)
+        input.pageJobs = []  // the pages refer to their input: break the cycle
         inFlight.leave()
     }
 

@@ -6,11 +6,31 @@ import Imaging
 import MaskRCNN
 import Results
 
+/// The format of annotated images.
+public enum AnnotatedFormat: String, Sendable, CaseIterable {
+    /// JPEG for JPEG inputs; PNG for every other format (PNG, WebP, TIFF, HEIC, AVIF): a
+    /// lossless copy of what was drawn, where a lossy re-encode of a lossless or
+    /// high-bit-depth input would add artefacts of segd's own.
+    case auto
+    case jpeg
+    case png
+
+    /// The format written for an input of `input` format.
+    public func format(for input: ImageFormat) -> ImageFormat {
+        switch self {
+        case .auto: return input == .jpeg ? .jpeg : .png
+        case .jpeg: return .jpeg
+        case .png: return .png
+        }
+    }
+}
+
 public struct OutputOptions: Sendable {
     public var directory = "out"
     public var writeJSON = true
     public var annotate = true
     public var jpegQuality = 90
+    public var annotatedFormat = AnnotatedFormat.auto
     public var polygons = false
     /// Instances drawn on the annotated image score at least this: the JSON keeps every
     /// detection above the model's threshold (0.05), but a picture with dozens of
@@ -34,7 +54,7 @@ final class Writer: @unchecked Sendable {
     /// Paths a job's outputs go to (JSON, annotated image).
     func paths(for job: Job, format: ImageFormat) -> (json: String, image: String) {
         let base = (options.directory as NSString).appendingPathComponent(job.outputStem)
-        return (base + ".json", base + (format == .png ? ".png" : ".jpg"))
+        return (base + ".json", base + (options.annotatedFormat.format(for: format) == .png ? ".png" : ".jpg"))
     }
 
     func write(_ job: Job) throws {
@@ -46,8 +66,11 @@ final class Writer: @unchecked Sendable {
         var timings = job.timingsByName
         timings[PipelineStage.write.rawValue] = nil  // still running
         let result = try ImageResult(
-            detections: det, masks: masks, source: ImageResult.Source(path: job.inputPath),
-            image: ImageResult.ImageInfo(width: decoded.image.width, height: decoded.image.height, orientation: decoded.appliedOrientation.rawValue),
+            detections: det, masks: masks,
+            source: ImageResult.Source(path: job.inputPath, page: decoded.page, pageCount: decoded.pageCount),
+            image: ImageResult.ImageInfo(width: decoded.image.width, height: decoded.image.height,
+                                         orientation: decoded.appliedOrientation.rawValue,
+                                         frameCount: decoded.frameCount > 1 ? decoded.frameCount : nil),
             model: segmenter.modelInfo, settings: segmenter.settings, timingsMs: timings, batchSize: job.batchSize,
             options: ImageResult.Options(polygons: options.polygons))
         job.result = result
@@ -69,7 +92,8 @@ final class Writer: @unchecked Sendable {
             // FreeType faces are not thread-safe: the write stage's serial queue is what
             // keeps one overlay drawing at a time (a second lock here only duplicated it).
             try image.drawOverlay(overlay, font: font)
-            let bytes = decoded.format == .png ? try image.encodePNG() : try image.encodeJPEG(quality: options.jpegQuality)
+            let bytes = options.annotatedFormat.format(for: decoded.format) == .png
+                ? try image.encodePNG() : try image.encodeJPEG(quality: options.jpegQuality)
             try AtomicFile.createParentDirectory(of: imagePath)
             try AtomicFile.write(Data(bytes), to: imagePath)
             job.outputs.append(imagePath)

@@ -42,21 +42,33 @@ public struct ImageResult: Codable, Sendable, Equatable {
         public var path: String
         /// Its last component, which COCO ground truth files use as `file_name`.
         public var fileName: String
+        /// Multi-page TIFF only (nil otherwise): the page (1-based) and the file's page count.
+        public var page: Int?
+        public var pageCount: Int?
 
-        public init(path: String, fileName: String) {
+        public init(path: String, fileName: String, page: Int? = nil, pageCount: Int? = nil) {
             self.path = path
             self.fileName = fileName
+            self.page = page
+            self.pageCount = pageCount
         }
 
-        /// `fileName` is the last path component of `path`.
-        public init(path: String) {
+        /// `fileName` is the last path component of `path`; page and count only when
+        /// `pageCount` > 1.
+        public init(path: String, page: Int = 1, pageCount: Int = 1) {
             self.path = path
             self.fileName = path.split(separator: "/", omittingEmptySubsequences: true).last.map(String.init) ?? path
+            if pageCount > 1 {
+                self.page = page
+                self.pageCount = pageCount
+            }
         }
 
         enum CodingKeys: String, CodingKey {
             case path
             case fileName = "file_name"
+            case page
+            case pageCount = "page_count"
         }
     }
 
@@ -68,11 +80,20 @@ public struct ImageResult: Codable, Sendable, Equatable {
         /// The EXIF orientation (1...8) that was applied to the decoded pixels; 1 when the file
         /// has none. For 5...8 the stored image is `height` wide and `width` high.
         public var orientation: Int
+        /// Animated WebP only (nil otherwise): the animation's frame count; the first frame
+        /// is what was segmented.
+        public var frameCount: Int?
 
-        public init(width: Int, height: Int, orientation: Int = 1) {
+        public init(width: Int, height: Int, orientation: Int = 1, frameCount: Int? = nil) {
             self.width = width
             self.height = height
             self.orientation = orientation
+            self.frameCount = frameCount
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case width, height, orientation
+            case frameCount = "frame_count"
         }
     }
 
@@ -265,6 +286,14 @@ public struct ImageResult: Codable, Sendable, Equatable {
         guard schema == Self.schemaVersion else { throw bad("schema", "expected \(Self.schemaVersion), got \(schema)") }
         guard !source.path.isEmpty, !source.fileName.isEmpty else { throw bad("source", "empty path or file name") }
         guard image.width >= 0, image.height >= 0 else { throw bad("image", "negative size") }
+        if source.page != nil || source.pageCount != nil {
+            guard let page = source.page, let count = source.pageCount, count >= 2, (1...count).contains(page) else {
+                throw bad("source.page", "page \(source.page.map(String.init) ?? "none") of \(source.pageCount.map(String.init) ?? "none")")
+            }
+        }
+        if let frames = image.frameCount, frames < 2 {
+            throw bad("image.frame_count", "\(frames) frames (only animations have the field)")
+        }
         guard (1...8).contains(image.orientation) else {
             throw bad("image.orientation", "EXIF orientation \(image.orientation) outside 1...8")
         }

@@ -103,6 +103,10 @@ struct Batch: ParsableCommand {
     @Option(name: .customLong("jpeg-quality"), help: "Quality of annotated JPEGs, 1-100 (default 90).")
     var jpegQuality: Int?
 
+    @Option(name: .customLong("annotated-format"),
+            help: "Annotated image format: auto (JPEG for JPEG inputs, PNG for all others), jpeg or png (default auto).")
+    var annotatedFormat: String?
+
     @Option(name: .customLong("max-batch"), help: "Images per model batch (default 1).")
     var maxBatch: Int?
 
@@ -111,6 +115,9 @@ struct Batch: ParsableCommand {
 
     func validate() throws {
         if let q = jpegQuality, !(1...100).contains(q) { throw ValidationError("--jpeg-quality must be 1...100") }
+        if let f = annotatedFormat, AnnotatedFormat(rawValue: f) == nil {
+            throw ValidationError("--annotated-format must be one of auto, jpeg, png")
+        }
         if let b = maxBatch, b < 1 { throw ValidationError("--max-batch must be at least 1") }
         if let m = maskThreshold, !(0...1).contains(m) { throw ValidationError("--mask-threshold must be within 0...1") }
     }
@@ -130,13 +137,14 @@ struct Batch: ParsableCommand {
             if let v = out { options.output.directory = v }
             if let v = maxBatch { options.maxBatch = v }
             if let v = jpegQuality { options.output.jpegQuality = v }
+            if let v = annotatedFormat.flatMap(AnnotatedFormat.init(rawValue:)) { options.output.annotatedFormat = v }
             if noAnnotate || jsonOnly { options.output.annotate = false }
             if polygons { options.output.polygons = true }
             if let v = annotateScore { options.output.annotateMinScore = v }
             let weights = model.weights ?? file?.model.weights ?? Defaults.weights
 
             let files = try Inputs.collect(inputs)
-            guard !files.isEmpty else { throw PipelineError.noInputs(reason: "\(inputs.joined(separator: " ")) holds no .jpg/.jpeg/.png files") }
+            guard !files.isEmpty else { throw PipelineError.noInputs(reason: "\(inputs.joined(separator: " ")) holds no image files (.jpg, .jpeg, .jpe, .png, .webp, .tif, .tiff, .heic, .heif, .avif)") }
             let segmenter = try Segmenter(weights: weights, settings: s)
             FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), precision \(segmenter.model.precision)\n".utf8))
             let progress = Progress(total: files.count)

@@ -46,11 +46,13 @@ final class PipelineConfigTests: XCTestCase {
               rescan_interval_s: 60
               poll_interval_ms: 500
               max_pixels: 1000
+              max_pages: 7
             outputs:
               directory: o
               json: false
               annotated: false
               jpeg_quality: 75
+              annotated_format: jpeg
               polygons: true
             after:
               success: delete
@@ -93,6 +95,8 @@ final class PipelineConfigTests: XCTestCase {
         XCTAssertEqual(c.outputs.json, false)
         XCTAssertEqual(c.outputs.annotated, false)
         XCTAssertEqual(c.outputs.jpegQuality, 75)
+        XCTAssertEqual(c.outputs.annotatedFormat, .jpeg)
+        XCTAssertEqual(c.inputs.maxPages, 7)
         XCTAssertEqual(c.outputs.polygons, true)
         XCTAssertEqual(c.after.success, .delete)
         XCTAssertEqual(c.after.failure, .keep)
@@ -112,6 +116,8 @@ final class PipelineConfigTests: XCTestCase {
         XCTAssertEqual(c.pipelineOptions.maxBatch, 4)
         XCTAssertEqual(c.pipelineOptions.queueBound, 8)
         XCTAssertEqual(c.pipelineOptions.output.jpegQuality, 75)
+        XCTAssertEqual(c.pipelineOptions.output.annotatedFormat, .jpeg)
+        XCTAssertEqual(c.pipelineOptions.decode.limits.maxPages, 7)
         XCTAssertEqual(c.inferenceSettings.maxDetections, 20)
     }
 
