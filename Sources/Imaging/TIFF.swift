@@ -190,8 +190,9 @@ enum TIFFDecoder {
     }
 
     /// The number of directories (pages), following the chain of next-directory offsets
-    /// from the header. Bounded: at most `limit` + 1 are visited, a loop is an error, and
-    /// an offset past the end of the file ends the chain (as libtiff treats it).
+    /// from the header. Bounded: at most `limit` + 1 are visited, and a loop is an error.
+    /// A directory or offset past the end of the file is truncation: a multi-page file cut
+    /// short must not pass for one with fewer pages.
     static func countPages(_ b: [UInt8], name: String, limit: Int) throws -> Int {
         let little = b[0] == 0x49
         func uint(_ at: Int, _ size: Int) -> Int? {
@@ -209,7 +210,9 @@ enum TIFFDecoder {
         var offset = first
         var pages = 0
         while offset != 0 {
-            guard let entries = big ? uint(offset, 8) : uint(offset, 2) else { break }
+            guard let entries = big ? uint(offset, 8) : uint(offset, 2) else {
+                throw ImagingError.truncated(file: name, format: .tiff, byteCount: b.count)
+            }
             guard seen.insert(offset).inserted else {
                 throw ImagingError.corrupt(file: name, format: .tiff,
                                            reason: "page-offset loop: directory \(pages + 1) is at offset \(offset) again")
@@ -221,11 +224,13 @@ enum TIFFDecoder {
             }
             let (header, entrySize) = big ? (8, 20) : (2, 12)
             guard entries <= (b.count - offset) / entrySize,
-                  let next = uint(offset + header + entries * entrySize, big ? 8 : 4) else { break }
+                  let next = uint(offset + header + entries * entrySize, big ? 8 : 4) else {
+                throw ImagingError.truncated(file: name, format: .tiff, byteCount: b.count)
+            }
             offset = next
         }
         guard pages > 0 else {
-            throw ImagingError.corrupt(file: name, format: .tiff, reason: "the first directory offset \(first) lies outside the file")
+            throw ImagingError.corrupt(file: name, format: .tiff, reason: "no directory (the first offset is 0)")
         }
         return pages
     }

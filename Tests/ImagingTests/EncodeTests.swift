@@ -62,11 +62,14 @@ final class EncodeTests: XCTestCase {
 
     func testEncodedAsFormat() throws {
         let image = scene()
-        for format in ImageFormat.allCases {
+        for format in ImageFormat.allCases where format.isWritable {
             let bytes = try image.encoded(as: format)
             XCTAssertEqual(ImageDecoder.detectFormat(bytes), format)
             XCTAssertEqual(try ImageDecoder().decode(bytes, name: "x").format, format)
         }
+        // Input-only formats are an error naming the format, not a silent PNG.
+        XCTAssertEqual(assertImagingError(try image.encoded(as: .webp)),
+                       .encodingFailed(format: .webp, reason: "segd writes only JPEG and PNG"))
         XCTAssertLessThan(try image.encoded(as: .jpeg, jpegQuality: 30).count, try image.encoded(as: .jpeg).count)
     }
 

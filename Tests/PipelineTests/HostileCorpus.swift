@@ -148,6 +148,89 @@ enum HostileCorpus {
         Array(b[..<33]) + be32(0x7FFF_FFF0) + Array("tEXt".utf8) + [UInt8](repeating: 0x41, count: 64) + Array(b[33...])
     }
 
+    // MARK: WebP, TIFF, HEIF surgery
+
+    static func le32(_ v: Int) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 24 & 0xFF)] }
+
+    /// A lossless WebP whose VP8L header claims 16384×16384 (the format's largest).
+    static func patchVP8L(_ b: [UInt8]) -> [UInt8] {
+        precondition(Array(b[12..<16]) == Array("VP8L".utf8) && b[20] == 0x2F, "not a simple lossless WebP")
+        var out = b
+        // 14 bits width − 1, 14 bits height − 1, then alpha and version bits (kept).
+        out[21] = 0xFF; out[22] = 0xFF; out[23] = 0xFF; out[24] = (b[24] & 0xF0) | 0x0F
+        return out
+    }
+
+    /// A VP8X (extended) WebP around `inner`'s image chunk, claiming a width × height canvas.
+    static func vp8x(_ inner: [UInt8], width: Int, height: Int, animated: Bool = false) -> [UInt8] {
+        var body = Array("WEBP".utf8) + Array("VP8X".utf8) + le32(10)
+        body += [animated ? 0x02 : 0x00, 0, 0, 0] + Array(le32(width - 1).prefix(3)) + Array(le32(height - 1).prefix(3))
+        body += inner[12...]
+        return Array("RIFF".utf8) + le32(body.count) + body
+    }
+
+    /// Offsets of the directories of a little-endian classic TIFF, in chain order.
+    static func tiffDirectories(_ b: [UInt8]) -> [Int] {
+        func u16(_ at: Int) -> Int { Int(b[at]) | Int(b[at + 1]) << 8 }
+        func u32(_ at: Int) -> Int { u16(at) | u16(at + 2) << 16 }
+        var out: [Int] = []
+        var at = u32(4)
+        while at != 0 && out.count < 1000 {
+            out.append(at)
+            at = u32(at + 2 + 12 * u16(at))
+        }
+        return out
+    }
+
+    /// The last directory's next-directory offset pointed back at the first: a loop.
+    static func tiffLoop(_ b: [UInt8]) -> [UInt8] {
+        let dirs = tiffDirectories(b)
+        let last = dirs.last!
+        let link = last + 2 + 12 * (Int(b[last]) | Int(b[last + 1]) << 8)
+        var out = b
+        out.replaceSubrange(link..<(link + 4), with: le32(dirs[0]))
+        return out
+    }
+
+    /// A little-endian TIFF of `pages` directories (1×1 RGB pages sharing one strip).
+    static func tiff(width: Int, height: Int, pages: Int = 1) -> [UInt8] {
+        var out: [UInt8] = [0x49, 0x49, 42, 0] + le32(12) + [200, 100, 50, 0]  // header, then the strip at 8
+        for page in 0..<pages {
+            let entries: [(Int, Int, Int)] = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 2),
+                                              (273, 4, 8), (277, 3, 3), (278, 4, height), (279, 4, 3), (284, 3, 1)]
+            out += [UInt8(entries.count), 0]
+            for (tag, type, value) in entries {
+                // BitsPerSample 8 for all three samples as one value: libtiff accepts a count of 1.
+                out += [UInt8(tag & 0xFF), UInt8(tag >> 8), UInt8(type), 0] + le32(1) + le32(value)
+            }
+            out += le32(page == pages - 1 ? 0 : out.count + 4)
+        }
+        return out
+    }
+
+    /// A byte of every tile of the tiled fixture inverted, inside its Deflate stream.
+    static func corruptTiles(_ b: [UInt8]) -> [UInt8] {
+        var out = b
+        // The hand-written fixture stores its tiles from offset 8; each is a zlib stream.
+        for at in [8 + 6, 8 + 17, 8 + 40] { out[at] ^= 0xFF }
+        return out
+    }
+
+    /// Every ispe (image spatial extents) property set to width × height.
+    static func patchISPE(_ b: [UInt8], width: UInt32, height: UInt32) -> [UInt8] {
+        var out = b
+        let tag = Array("ispe".utf8)
+        var i = 0
+        while i + 16 <= out.count {
+            if Array(out[i..<(i + 4)]) == tag {
+                out.replaceSubrange((i + 8)..<(i + 12), with: be32(width))
+                out.replaceSubrange((i + 12)..<(i + 16), with: be32(height))
+            }
+            i += 1
+        }
+        return out
+    }
+
     // MARK: The corpus
 
     /// Writes the corpus into `dir` (created); `outside` is a folder outside it that the
@@ -207,6 +290,42 @@ enum HostileCorpus {
         try put("oversized-chunk.png", oversizedChunk(png), .fail)
         try put("huge-chunk.png", try fixture("huge_chunk.png"), .fail)
         try put("ztxt-bomb.png", try fixture("ztxt_bomb.png"), .fail)
+        // WebP, TIFF, HEIC, AVIF (issue 20): good files, truncations, zero-length, headers
+        // claiming 100,000 × 100,000 pixels, a page-offset loop, corrupt tiles, wrong
+        // magic under a right extension and the right magic under a wrong one.
+        let webp = try fixture("formats/lossless.webp"), tif = try fixture("formats/multipage.tif")
+        let heic = try fixture("formats/irot.heic"), avif = try fixture("formats/plain.avif")
+        let tiled = try fixture("formats/tiled_deflate.tif")
+        try put("good-still.webp", webp, .ok)
+        try put("good-animated.webp", try fixture("formats/animated.webp"), .ok)
+        try put("good-pages.tif", tif, .ok)
+        try put("good-tiled.tiff", tiled, .ok)
+        try put("good-photo.heic", heic, .ok)
+        try put("good-photo.avif", avif, .ok)
+        for (stem, ext, bytes) in [("webp", "webp", webp), ("tif", "tif", tif), ("heic", "heic", heic), ("avif", "avif", avif)] {
+            for off in Set([1, 4, 12, 16, 40, bytes.count / 2, bytes.count - 8]).sorted() {
+                try put("\(stem)-trunc-\(off).\(ext)", Array(bytes.prefix(off)), .fail)
+            }
+            try put("\(stem)-empty.\(ext)", [], .fail)
+            try put("\(stem)-text.\(ext)", Array("this is not an image either\n".utf8), .fail)
+        }
+        try put("vp8l-16384x16384.webp", patchVP8L(webp), .fail)
+        try put("vp8x-100000x100000.webp", vp8x(webp, width: 100_000, height: 100_000), .fail)
+        try put("vp8x-anim-60000x60000.webp", vp8x(webp, width: 60_000, height: 60_000, animated: true), .fail)
+        try put("tiff-100000x100000.tif", tiff(width: 100_000, height: 100_000), .fail)
+        try put("tiff-1x1.tif", tiff(width: 1, height: 1), .ok)
+        try put("tiff-150-pages.tif", tiff(width: 1, height: 1, pages: 150), .fail)
+        try put("tiff-page-loop.tif", tiffLoop(tif), .fail)
+        try put("tiff-corrupt-tiles.tif", corruptTiles(tiled), .fail)
+        try put("heic-100000x100000.heic", patchISPE(heic, width: 100_000, height: 100_000), .fail)
+        try put("avif-100000x100000.avif", patchISPE(avif, width: 100_000, height: 100_000), .fail)
+        try put("wave.webp", Array("RIFF".utf8) + le32(36) + Array("WAVEfmt ".utf8) + [UInt8](repeating: 0, count: 28), .fail)
+        try put("mp4.heic", [0, 0, 0, 24] + Array("ftypisom".utf8) + [0, 0, 2, 0] + Array("isommp41".utf8) + [UInt8](repeating: 0, count: 64), .fail)
+        try put("webp-named.jpg", webp, .ok)
+        try put("tiff-named.png", tif, .ok)
+        try put("heic-named.avif", heic, .ok)
+        try put("avif-named.tif", avif, .ok)
+
         // Empty, text and binary files with image extensions.
         try put("empty.jpg", [], .fail)
         try put("text.jpg", Array("this is not an image\n".utf8), .fail)

@@ -76,6 +76,22 @@ final class HostileInputTests: XCTestCase {
         XCTAssertTrue(reason("sof-65535x65535.jpg").contains("pixel"), reason("sof-65535x65535.jpg"))
         XCTAssertTrue(reason("precision-12.jpg").contains("12-bit"), reason("precision-12.jpg"))
         XCTAssertTrue(reason("ztxt-bomb.png").lowercased().contains("too large"), reason("ztxt-bomb.png"))
+        for name in ["vp8l-16384x16384.webp", "vp8x-anim-60000x60000.webp", "tiff-100000x100000.tif",
+                     "heic-100000x100000.heic", "avif-100000x100000.avif"] {
+            XCTAssertTrue(reason(name).contains("megapixel"), reason(name))
+        }
+        XCTAssertTrue(reason("vp8x-100000x100000.webp").contains("libwebp"), reason("vp8x-100000x100000.webp"))
+        XCTAssertTrue(reason("tiff-150-pages.tif").contains("more than 100 pages"), reason("tiff-150-pages.tif"))
+        XCTAssertTrue(reason("tiff-page-loop.tif").contains("loop"), reason("tiff-page-loop.tif"))
+        XCTAssertTrue(reason("tiff-corrupt-tiles.tif").contains("corrupt TIFF"), reason("tiff-corrupt-tiles.tif"))
+        for name in ["webp-text.webp", "tif-text.tif", "heic-text.heic", "avif-text.avif", "wave.webp", "mp4.heic"] {
+            XCTAssertTrue(reason(name).contains("not a JPEG, PNG, WebP, TIFF, HEIC or AVIF image"), reason(name))
+        }
+        for name in ["webp-empty.webp", "tif-empty.tif", "heic-empty.heic", "avif-empty.avif"] {
+            XCTAssertTrue(reason(name).contains("empty"), reason(name))
+        }
+        // A multi-page input's pages all have results.
+        XCTAssertTrue(outputs.contains(out + "/good-pages_p3.json"), "good-pages_p3.json")
 
         // Nothing outside the output folder changed (the inputs, the link target, the
         // folder itself); inside it, no temporary file left and no link.
