@@ -42,7 +42,8 @@ test: deps
 bench: build
 	PY=$(PY) tools/bench/run.sh all
 
-# libFuzzer + ASan harnesses for the JPEG and PNG input paths (fuzz/), FUZZ_SECONDS each;
+# libFuzzer + ASan harnesses for the JPEG, PNG, WebP, TIFF and HEIC/AVIF input paths (fuzz/),
+# FUZZ_SECONDS each (FUZZ_TARGETS="webp tiff" runs some);
 # not part of `make test`. Figures and findings: docs/reliability.md.
 FUZZ_SECONDS ?= 600
 fuzz: deps
