@@ -83,7 +83,7 @@ final class BatchTests: XCTestCase {
         }
         XCTAssertTrue(reason("truncated.jpg")?.lowercased().contains("truncat") ?? false, r.stderr)
         XCTAssertTrue(reason("empty.jpg")?.lowercased().contains("empty") ?? false, r.stderr)
-        XCTAssertTrue(reason("text.jpg")?.lowercased().contains("not a jpeg or png") ?? reason("text.jpg")?.contains("format") ?? false, r.stderr)
+        XCTAssertTrue(reason("text.jpg")?.contains("not a JPEG, PNG, WebP, TIFF, HEIC or AVIF image") ?? false, r.stderr)
         XCTAssertTrue(reason("huge_dims.jpg")?.contains("megapixel") ?? false, r.stderr)
         XCTAssertTrue(reason("folder.jpg")?.contains("directory") ?? false, r.stderr)
         // Distinct reasons, one per failure.
