@@ -21,7 +21,7 @@ for fmt in ${FUZZ_TARGETS:-jpeg png webp tiff heif}; do
   find Tests/ImagingTests/Fixtures -name "*.$ext" -size -16k -exec cp -n {} "$corpus"/ \;
   cp -n fuzz/seeds/"$fmt"/* "$corpus"/ 2>/dev/null || true
   echo "fuzzing $fmt for ${FUZZ_SECONDS}s (corpus $corpus)"
-  nice -n 19 "$OUT/fuzz-$fmt" "$corpus" -max_total_time="$FUZZ_SECONDS" -max_len=65536 \
+  LSAN_OPTIONS="suppressions=$PWD/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}" nice -n 19 "$OUT/fuzz-$fmt" "$corpus" -max_total_time="$FUZZ_SECONDS" -max_len=65536 \
     -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$OUT/artifacts/$fmt-" ${FUZZ_ARGS:-} 2>&1 | tee "$OUT/fuzz-$fmt.log" | grep -v '^#[0-9]*	\(NEW\|REDUCE\)' || true
   if ls "$OUT/artifacts/$fmt-"* >/dev/null 2>&1; then status=1; fi
