@@ -27,12 +27,16 @@ final class TIFFHandle {
     final class Stream {
         let base: UnsafePointer<UInt8>
         let count: Int
+        /// The name libtiff was given; codecs report it as their "module", which the
+        /// error already names.
+        let name: String
         var offset = 0
         var errors: [String] = []
 
-        init(_ buffer: UnsafeBufferPointer<UInt8>) {
+        init(_ buffer: UnsafeBufferPointer<UInt8>, name: String) {
             base = buffer.baseAddress!
             count = buffer.count
+            self.name = name
         }
     }
 
@@ -50,7 +54,7 @@ final class TIFFHandle {
 
     init(_ buffer: UnsafeBufferPointer<UInt8>, name: String, maxSingleAllocation: Int) throws {
         _ = Self.silenceGlobalHandlers
-        stream = Stream(buffer)
+        stream = Stream(buffer, name: name)
         guard let options = TIFFOpenOptionsAlloc() else {
             throw ImagingError.codecUnavailable(library: "libtiff", reason: "cannot allocate open options")
         }
@@ -63,8 +67,9 @@ final class TIFFHandle {
             let length = vsnprintf(&text, text.count, format, args)
             let message = String(decoding: text.prefix(min(max(0, Int(length)), text.count - 1)).map { UInt8(bitPattern: $0) },
                                  as: UTF8.self)
-            let prefix = module.map { String(cString: $0) } ?? ""
-            // A few hundred messages at most are kept: a corrupt file can make libtiff
+            var prefix = module.map { String(cString: $0) } ?? ""
+            if prefix == stream.name { prefix = "" }
+            // At most 16 messages are kept (only the first is used): a corrupt file can make libtiff
             // report an error per strip.
             if stream.errors.count < 16 { stream.errors.append(prefix.isEmpty ? message : "\(prefix): \(message)") }
             return 1

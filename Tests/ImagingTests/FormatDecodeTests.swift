@@ -105,6 +105,28 @@ final class FormatDecodeTests: XCTestCase {
                        .noSuchPage(file: "a.heic", page: 2, pageCount: 1))
     }
 
+    func testLibraryReasonsBecomeTheError() throws {
+        // A byte of the first Deflate tile inverted: libtiff's message, once, without the
+        // file name twice (libtiff reports the name as its "module").
+        var tiled = try Fixture.bytes("formats/tiled_deflate.tif")
+        for at in [14, 25, 48] { tiled[at] ^= 0xFF }
+        guard case let .corrupt(file, format, reason)? = assertImagingError(try ImageDecoder().decode(tiled, name: "t.tif")) else {
+            return XCTFail("expected corrupt")
+        }
+        XCTAssertEqual(file, "t.tif")
+        XCTAssertEqual(format, .tiff)
+        XCTAssertTrue(reason.contains("ZIPDecode") || reason.contains("Decoding error"), reason)
+        XCTAssertFalse(reason.contains("t.tif"), reason)
+        // Truncations are named so per format.
+        for name in ["plain.heic", "multipage.tif", "lossy.webp"] {
+            let bytes = try Fixture.bytes("formats/" + name)
+            let cut = Array(bytes.prefix(bytes.count * 2 / 3))
+            guard case .truncated? = assertImagingError(try ImageDecoder().decode(cut, name: name)) else {
+                return XCTFail("\(name): expected truncated")
+            }
+        }
+    }
+
     func testFormatIsChosenByContentNotName() throws {
         for (name, format) in [("lossless.webp", ImageFormat.webp), ("rgb8_lzw.tif", .tiff), ("rgb16_be.tif", .tiff),
                                ("plain.heic", .heic), ("plain.avif", .avif)] {

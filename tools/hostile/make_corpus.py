@@ -2,7 +2,8 @@
 """Writes segd's hostile-input corpus into a folder: python3 make_corpus.py OUTDIR [--outside DIR]
 
 Deterministic (fixed images, fixed offsets, a seeded PRNG): the same files every run.
-Needs Pillow for the base images; everything hostile is made by byte surgery on them.
+Needs Pillow for the base images (and pillow-heif for the HEIC ones; without it they are
+left out); everything hostile is made by byte surgery on them.
 Not committed output: generate it where a test or a person needs it. The XCTest
 suite (Tests/PipelineTests/HostileInputTests.swift) builds the same kinds of files in
 Swift, so CI needs no Python; this script is the fuller set for manual runs and soaks.
@@ -284,6 +285,77 @@ def main(outdir, outside=None):
     put("sig_only.png", PNG_SIG, "fail")
     put("png_named.jpg", png, "ok")
     put("jpeg_named.png", jpg, "ok")
+
+    # WebP, TIFF, HEIC, AVIF (issue 20)
+    formats = {"webp": encode(base, "WEBP", lossless=True), "webp_lossy": encode(base, "WEBP", quality=80),
+               "tif": encode(base, "TIFF", compression="tiff_lzw"), "avif": encode(base, "AVIF", quality=80)}
+    try:
+        import pillow_heif
+        pillow_heif.register_heif_opener()
+        formats["heic"] = encode(base, "HEIF", quality=80)
+    except ImportError:
+        print("pillow-heif not installed: no HEIC entries", file=sys.stderr)
+    pages = [pattern(64, 48), pattern(32, 32), pattern(16, 64)]
+    formats["pages.tif"] = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:], compression="tiff_lzw")
+    for key, data in formats.items():
+        name = key if "." in key else f"good.{key.replace('_lossy', '')}" if "_" not in key else f"good_lossy.{key.split('_')[0]}"
+        ext = name.rsplit(".", 1)[1]
+        stem = name.rsplit(".", 1)[0].replace(".", "_") + "_" + ext
+        put(name if key in ("webp", "tif", "avif", "heic") else f"{stem}.{ext}", data, "ok")
+        for off in sorted({1, 4, 12, 16, 64, len(data) // 3, len(data) // 2, len(data) - 8}):
+            put(f"trunc_{off:05d}_{stem}.{ext}", data[:off], "fail")
+        put(f"empty_{stem}.{ext}", b"", "fail")
+        put(f"text_{stem}.{ext}", b"this is not an image either\n", "fail")
+        for k in range(6):
+            b = bytearray(data)
+            b[16 + rng.randrange(len(b) - 16)] ^= 1 << rng.randrange(8)
+            put(f"flip_{k:02d}_{stem}.{ext}", bytes(b), "ok-or-fail")
+    tif, pages_tif = formats["tif"], formats["pages.tif"]
+    # A TIFF header claiming 100000x100000 (one 3-byte strip), 150 pages, a page loop.
+    def tiff_pages(w, h, n):
+        out = bytearray(b"II*\0" + struct.pack("<I", 12) + b"\xc8\x64\x32\0")
+        for i in range(n):
+            tags = [(256, 4, w), (257, 4, h), (258, 3, 8), (259, 3, 1), (262, 3, 2), (273, 4, 8),
+                    (277, 3, 3), (278, 4, h), (279, 4, 3), (284, 3, 1)]
+            out += struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", t, ty, 1, v) for t, ty, v in tags)
+            out += struct.pack("<I", 0 if i == n - 1 else len(out) + 4)
+        return bytes(out)
+    put("tiff_100000x100000.tif", tiff_pages(100000, 100000, 1), "fail")
+    put("tiff_150_pages.tif", tiff_pages(1, 1, 150), "fail")
+    put("tiff_1000_pages.tif", tiff_pages(1, 1, 1000), "fail")
+    dirs, at = [], struct.unpack_from("<I", pages_tif, 4)[0]
+    while at:
+        dirs.append(at)
+        at = struct.unpack_from("<I", pages_tif, at + 2 + 12 * struct.unpack_from("<H", pages_tif, at)[0])[0]
+    loop = bytearray(pages_tif)
+    struct.pack_into("<I", loop, dirs[-1] + 2 + 12 * struct.unpack_from("<H", loop, dirs[-1])[0], dirs[0])
+    put("tiff_page_loop.tif", bytes(loop), "fail")
+    # The LZW strip of page 1 garbled (strips start at offset 8 in Pillow's files).
+    put("tiff_corrupt_strip.tif", pages_tif[:8] + bytes(rng.randrange(256) for _ in range(64)) + pages_tif[72:], "ok-or-fail")
+    # WebP: VP8X canvases over the limit (100000x100000 is over libwebp's own 2^32 too).
+    webp = formats["webp"]
+    for w, h, anim in [(100000, 100000, False), (16384, 16384, False), (60000, 60000, True)]:
+        body = b"WEBP" + b"VP8X" + struct.pack("<I", 10) + bytes([2 if anim else 0, 0, 0, 0])
+        body += struct.pack("<I", w - 1)[:3] + struct.pack("<I", h - 1)[:3] + webp[12:]
+        put(f"webp_vp8x_{w}x{h}{'_anim' if anim else ''}.webp", b"RIFF" + struct.pack("<I", len(body)) + body, "fail")
+    # HEIC/AVIF: every ispe set to 100000x100000.
+    for ext in ("heic", "avif"):
+        if ext in formats:
+            b = bytearray(formats[ext])
+            i = b.find(b"ispe")
+            while i >= 0:
+                struct.pack_into(">II", b, i + 8, 100000, 100000)
+                i = b.find(b"ispe", i + 4)
+            put(f"{ext}_100000x100000.{ext}", bytes(b), "fail")
+    # Wrong magic under a right extension, right magic under a wrong one.
+    put("wave.webp", b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + b"\0" * 28, "fail")
+    put("mp4.heic", struct.pack(">I", 24) + b"ftypisom\0\0\2\0isommp41" + b"\0" * 64, "fail")
+    put("mp4.avif", struct.pack(">I", 24) + b"ftypisom\0\0\2\0isommp41" + b"\0" * 64, "fail")
+    put("webp_named.jpg", webp, "ok")
+    put("tiff_named.png", tif, "ok")
+    put("avif_named.heic", formats["avif"], "ok")
+    if "heic" in formats:
+        put("heic_named.tif", formats["heic"], "ok")
 
     # special files
     def sp(name):
