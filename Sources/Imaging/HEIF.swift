@@ -51,7 +51,10 @@ enum HEIFDecoder {
                        background: AlphaBackground) throws -> CodecOutput {
         func check(_ error: heif_error) throws {
             guard error.code != heif_error_Ok else { return }
-            let reason = error.message.map { String(cString: $0) } ?? "error \(error.code.rawValue)"
+            // libheif ends some messages with a newline: one line, as every reason is.
+            let text = error.message.map { String(cString: $0) } ?? "error \(error.code.rawValue)"
+            let reason = String(text.split(whereSeparator: \.isNewline).joined(separator: " ").reversed()
+                .drop(while: { $0 == " " }).reversed())
             switch (error.code, error.subcode) {
             case (_, heif_suberror_End_of_data):
                 throw ImagingError.truncated(file: name, format: format, byteCount: bytes.count)
@@ -64,8 +67,10 @@ enum HEIFDecoder {
             }
         }
         let context = try HEIFContext()
-        // libheif's check is per side; the product is checked below.
-        heif_context_set_maximum_image_size_limit(context.ctx, Int32(clamping: min(limits.maxPixels, 1 << 30)))
+        // libheif's check is per side (of coded images, grid tiles included); the products
+        // are checked below. 65535: no camera or encoder writes a longer side, and it keeps
+        // a tile's ispe from declaring a side of 10^8.
+        heif_context_set_maximum_image_size_limit(context.ctx, Int32(min(limits.maxPixels, 65535)))
         return try bytes.withUnsafeBufferPointer { input in
             // Without copy: libheif reads from `input` until the context is freed, which
             // happens when `context` goes, after this closure.
@@ -83,6 +88,12 @@ enum HEIFDecoder {
                 throw ImagingError.corrupt(file: name, format: format, reason: "primary image is \(codedWidth)×\(codedHeight)")
             }
             try limits.check(width: codedWidth, height: codedHeight, file: name)
+            switch BMFF.primaryCanvas(input) {
+            case .coded: break
+            case let .derived(_, w, h): try limits.check(width: w, height: h, file: name)
+            case let .unreadable(type):
+                throw ImagingError.corrupt(file: name, format: format, reason: "the size of the primary '\(type)' image cannot be read")
+            }
             // The size after clap, irot and imir.
             let width = Int(heif_image_handle_get_width(handle.handle))
             let height = Int(heif_image_handle_get_height(handle.handle))
@@ -190,16 +201,121 @@ enum BMFF {
 
     static func u16(_ b: UnsafeBufferPointer<UInt8>, _ at: Int) -> Int { Int(b[at]) << 8 | Int(b[at + 1]) }
 
+    /// The primary item's id, from pitm; nil when missing or malformed.
+    static func primaryItem(_ b: UnsafeBufferPointer<UInt8>, _ metaChildren: [Box]) -> Int? {
+        guard let pitm = metaChildren.first(where: { $0.type == "pitm" }), pitm.payload.count >= 6 else { return nil }
+        let p = pitm.payload.lowerBound
+        if b[p] == 0 { return u16(b, p + 4) }
+        return pitm.payload.count >= 8 ? Int(u32(b, p + 4)) : nil
+    }
+
+    /// The meta box's children; nil when the file has none.
+    static func metaChildren(_ b: UnsafeBufferPointer<UInt8>) -> [Box]? {
+        guard let meta = boxes(b, 0..<b.count).first(where: { $0.type == "meta" }), meta.payload.count >= 4 else { return nil }
+        return boxes(b, (meta.payload.lowerBound + 4)..<meta.payload.upperBound)  // full box: skip version+flags
+    }
+
+    enum Canvas: Equatable {
+        /// The primary item is a coded image: its ispe is the size libheif allocates.
+        case coded
+        /// A grid or overlay: libheif allocates this output canvas, which no ispe bounds.
+        case derived(type: String, width: Int, height: Int)
+        /// A grid or overlay whose size cannot be read.
+        case unreadable(type: String)
+    }
+
+    /// What libheif will allocate for the primary item. A grid ('grid') or overlay ('iovl')
+    /// declares its output size in its item data, not in ispe: a 1 KB overlay declaring a
+    /// 65535 × 65535 canvas made libheif 1.15 allocate over 10 GB (found by fuzz-heif).
+    static func primaryCanvas(_ b: UnsafeBufferPointer<UInt8>) -> Canvas {
+        guard let children = metaChildren(b), let primary = primaryItem(b, children),
+              let iinf = children.first(where: { $0.type == "iinf" }), iinf.payload.count >= 6 else { return .coded }
+        // iinf: full box, entry count (u16 for version 0, u32 after), then infe boxes.
+        let entriesStart = iinf.payload.lowerBound + 4 + (b[iinf.payload.lowerBound] == 0 ? 2 : 4)
+        guard entriesStart <= iinf.payload.upperBound else { return .coded }
+        var type: String?
+        for infe in boxes(b, entriesStart..<iinf.payload.upperBound) where infe.type == "infe" {
+            let p = infe.payload.lowerBound, version = infe.payload.isEmpty ? 0 : b[p]
+            guard version >= 2 else { continue }  // versions 0/1 carry no item type
+            let idSize = version == 2 ? 2 : 4
+            guard infe.payload.count >= 4 + idSize + 2 + 4 else { continue }
+            let id = idSize == 2 ? u16(b, p + 4) : Int(u32(b, p + 4))
+            if id == primary {
+                let at = p + 4 + idSize + 2
+                type = String(decoding: UnsafeBufferPointer(rebasing: b[at..<(at + 4)]), as: UTF8.self)
+            }
+        }
+        guard let type, type == "grid" || type == "iovl" else { return .coded }
+        guard let data = itemData(b, children, item: primary) else { return .unreadable(type: type) }
+        // grid: version, flags, rows−1, columns−1, then the size; iovl: version, flags,
+        // four 16-bit fill values, then the size. flags bit 0: 32-bit sizes instead of 16.
+        let sizeAt = type == "grid" ? 4 : 10
+        guard data.count >= sizeAt + 4 else { return .unreadable(type: type) }
+        let wide = b[data.lowerBound + 1] & 1 == 1
+        guard !wide || data.count >= sizeAt + 8 else { return .unreadable(type: type) }
+        let at = data.lowerBound + sizeAt
+        let (w, h) = wide ? (Int(u32(b, at)), Int(u32(b, at + 4))) : (u16(b, at), u16(b, at + 2))
+        return .derived(type: type, width: w, height: h)
+    }
+
+    /// The bytes of an item, as iloc places them (in the file or in idat); nil when the
+    /// item has more than one extent or the location cannot be read.
+    static func itemData(_ b: UnsafeBufferPointer<UInt8>, _ children: [Box], item: Int) -> Range<Int>? {
+        guard let iloc = children.first(where: { $0.type == "iloc" }), iloc.payload.count >= 8 else { return nil }
+        let end = iloc.payload.upperBound
+        var at = iloc.payload.lowerBound
+        let version = b[at]
+        at += 4
+        let offsetSize = Int(b[at] >> 4), lengthSize = Int(b[at] & 15)
+        let baseSize = Int(b[at + 1] >> 4), indexSize = version >= 1 ? Int(b[at + 1] & 15) : 0
+        at += 2
+        func read(_ size: Int) -> Int? {
+            guard [0, 4, 8].contains(size), at + size <= end else { return nil }
+            var v = 0
+            for i in 0..<size { v = v << 8 | Int(b[at + i]) }
+            at += size
+            return v < 0 ? nil : v  // an 8-byte value over Int.max
+        }
+        guard let count = version < 2 ? (at + 2 <= end ? { let v = u16(b, at); at += 2; return v }() : nil) : read(4) else { return nil }
+        for _ in 0..<count {
+            guard let id = version < 2 ? (at + 2 <= end ? { let v = u16(b, at); at += 2; return v }() : nil) : read(4) else { return nil }
+            var method = 0
+            if version >= 1 {
+                guard at + 2 <= end else { return nil }
+                method = u16(b, at) & 15
+                at += 2
+            }
+            guard at + 2 <= end else { return nil }
+            at += 2  // data_reference_index
+            guard let base = read(baseSize), at + 2 <= end else { return nil }
+            let extents = u16(b, at)
+            at += 2
+            var ranges: [(Int, Int)] = []
+            for _ in 0..<extents {
+                if indexSize > 0 { guard read(indexSize) != nil else { return nil } }
+                guard let offset = read(offsetSize), let length = read(lengthSize) else { return nil }
+                ranges.append((offset, length))
+            }
+            guard id == item else { continue }
+            guard ranges.count == 1, method == 0 || method == 1 else { return nil }
+            var start = base.addingReportingOverflow(ranges[0].0).partialValue
+            if method == 1 {
+                guard let idat = children.first(where: { $0.type == "idat" }) else { return nil }
+                start = idat.payload.lowerBound.addingReportingOverflow(start).partialValue
+            }
+            let length = ranges[0].1
+            guard start >= 0, length > 0, start <= b.count, length <= b.count - start else { return nil }
+            return start..<(start + length)
+        }
+        return nil
+    }
+
     /// The orientation that the primary item's irot and imir properties describe, applied
     /// in their ipma order, as an EXIF value; nil when it has neither (or the boxes are
     /// malformed).
     static func primaryOrientation(_ b: UnsafeBufferPointer<UInt8>) -> Orientation? {
-        guard let meta = boxes(b, 0..<b.count).first(where: { $0.type == "meta" }), meta.payload.count >= 4 else { return nil }
-        let children = boxes(b, (meta.payload.lowerBound + 4)..<meta.payload.upperBound)  // full box: skip version+flags
-        guard let pitm = children.first(where: { $0.type == "pitm" }), pitm.payload.count >= 6 else { return nil }
-        let primary = b[pitm.payload.lowerBound] == 0 ? Int(u16(b, pitm.payload.lowerBound + 4))
-            : (pitm.payload.count >= 8 ? Int(u32(b, pitm.payload.lowerBound + 4)) : -1)
-        guard let iprp = children.first(where: { $0.type == "iprp" }) else { return nil }
+        guard let children = metaChildren(b), let primary = primaryItem(b, children),
+              let iprp = children.first(where: { $0.type == "iprp" }) else { return nil }
         let iprpChildren = boxes(b, iprp.payload)
         guard let ipco = iprpChildren.first(where: { $0.type == "ipco" }) else { return nil }
         let properties = boxes(b, ipco.payload)

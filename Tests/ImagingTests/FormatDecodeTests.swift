@@ -127,6 +127,21 @@ final class FormatDecodeTests: XCTestCase {
         }
     }
 
+    func testOverlayCanvasIsCheckedBeforeLibheifAllocatesIt() throws {
+        // fuzz-heif's find: 1065 bytes whose primary item is an overlay ('iovl') declaring a
+        // 33971 × 51280 canvas while its ispe is small; libheif 1.15 allocated it (over
+        // 10 GB) before decoding anything.
+        let bytes = try Fixture.bytes("formats/overlay_canvas.heic")
+        XCTAssertEqual(assertImagingError(try ImageDecoder().decode(bytes, name: "o.heic")),
+                       .tooManyPixels(file: "o.heic", width: 33971, height: 51280, limit: 100_000_000))
+        let canvas = bytes.withUnsafeBufferPointer { BMFF.primaryCanvas($0) }
+        XCTAssertEqual(canvas, .derived(type: "iovl", width: 33971, height: 51280))
+        // Coded primary images: nothing derived.
+        for name in ["plain.heic", "alpha.heic", "plain.avif"] {
+            XCTAssertEqual(try Fixture.bytes("formats/" + name).withUnsafeBufferPointer { BMFF.primaryCanvas($0) }, .coded, name)
+        }
+    }
+
     func testFormatIsChosenByContentNotName() throws {
         for (name, format) in [("lossless.webp", ImageFormat.webp), ("rgb8_lzw.tif", .tiff), ("rgb16_be.tif", .tiff),
                                ("plain.heic", .heic), ("plain.avif", .avif)] {

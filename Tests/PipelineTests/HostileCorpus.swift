@@ -319,6 +319,7 @@ enum HostileCorpus {
         try put("tiff-corrupt-tiles.tif", corruptTiles(tiled), .fail)
         try put("heic-100000x100000.heic", patchISPE(heic, width: 100_000, height: 100_000), .fail)
         try put("avif-100000x100000.avif", patchISPE(avif, width: 100_000, height: 100_000), .fail)
+        try put("heic-overlay-canvas.heic", try fixture("formats/overlay_canvas.heic"), .fail)
         try put("wave.webp", Array("RIFF".utf8) + le32(36) + Array("WAVEfmt ".utf8) + [UInt8](repeating: 0, count: 28), .fail)
         try put("mp4.heic", [0, 0, 0, 24] + Array("ftypisom".utf8) + [0, 0, 2, 0] + Array("isommp41".utf8) + [UInt8](repeating: 0, count: 64), .fail)
         try put("webp-named.jpg", webp, .ok)
