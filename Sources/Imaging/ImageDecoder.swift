@@ -32,8 +32,10 @@ public struct DecodeLimits: Sendable, Equatable {
     }
 
     func check(width: Int, height: Int, file: String) throws {
-        // width and height are at most 2^32 each, so the product cannot overflow Int64.
-        if width * height > maxPixels {
+        // Sizes come from the file: two 32-bit sides (a HEIF overlay's) overflow Int64,
+        // which fuzz-heif found; an overflowing product is over any limit.
+        let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+        if overflow || pixels > maxPixels {
             throw ImagingError.tooManyPixels(file: file, width: width, height: height, limit: maxPixels)
         }
     }

@@ -48,7 +48,8 @@ public enum ImagingError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .unknownFormat(file, leading):
             return "\(file): not a JPEG, PNG, WebP, TIFF, HEIC or AVIF image (starts with \(describeLeadingBytes(leading)))"
         case let .tooManyPixels(file, width, height, limit):
-            return "\(file): \(width)×\(height) = \(formatMegapixels(width * height)) megapixels "
+            let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+            return "\(file): \(width)×\(height) = \(formatMegapixels(overflow ? Int.max : pixels)) megapixels "
                 + "exceeds the \(formatMegapixels(limit))-megapixel limit"
         case let .tooManyPages(file, limit):
             return "\(file): more than \(limit) pages, the page limit"
@@ -77,7 +78,8 @@ public enum ImagingError: Error, Sendable, Equatable, CustomStringConvertible {
 /// "3600", "100", "0.5", "100.01": exact enough that a value just over a limit never prints
 /// as the limit itself.
 func formatMegapixels(_ pixels: Int) -> String {
-    let hundredths = (pixels + 5_000) / 10_000
+    // Rounded without adding first: Int.max (an overflowing product) must not trap.
+    let hundredths = pixels / 10_000 + (pixels % 10_000 >= 5_000 ? 1 : 0)
     let whole = hundredths / 100, frac = hundredths % 100
     if frac == 0 { return "\(whole)" }
     if frac % 10 == 0 { return "\(whole).\(frac / 10)" }

@@ -136,6 +136,14 @@ final class FormatDecodeTests: XCTestCase {
                        .tooManyPixels(file: "o.heic", width: 33971, height: 51280, limit: 100_000_000))
         let canvas = bytes.withUnsafeBufferPointer { BMFF.primaryCanvas($0) }
         XCTAssertEqual(canvas, .derived(type: "iovl", width: 33971, height: 51280))
+        // fuzz-heif's second find: 32-bit canvas sides whose product overflows Int64 (it
+        // trapped in the limit check).
+        let crash = try Fixture.bytes("formats/overlay_overflow.heic")
+        guard case let .tooManyPixels(_, w, h, _)? = assertImagingError(try ImageDecoder().decode(crash, name: "o.heic")) else {
+            return XCTFail("expected the pixel limit")
+        }
+        XCTAssertTrue(w.multipliedReportingOverflow(by: h).overflow, "\(w)×\(h)")
+        XCTAssertTrue(ImagingError.tooManyPixels(file: "o", width: w, height: h, limit: 1).description.contains("megapixels"))
         // Coded primary images: nothing derived.
         for name in ["plain.heic", "alpha.heic", "plain.avif"] {
             XCTAssertEqual(try Fixture.bytes("formats/" + name).withUnsafeBufferPointer { BMFF.primaryCanvas($0) }, .coded, name)
