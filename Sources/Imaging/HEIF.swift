@@ -88,11 +88,12 @@ enum HEIFDecoder {
                 throw ImagingError.corrupt(file: name, format: format, reason: "primary image is \(codedWidth)×\(codedHeight)")
             }
             try limits.check(width: codedWidth, height: codedHeight, file: name)
-            switch BMFF.primaryCanvas(input) {
-            case .coded: break
-            case let .derived(_, w, h): try limits.check(width: w, height: h, file: name)
-            case let .unreadable(type):
-                throw ImagingError.corrupt(file: name, format: format, reason: "the size of the primary '\(type)' image cannot be read")
+            for canvas in BMFF.derivedCanvases(input) {
+                switch canvas {
+                case let .derived(_, w, h): try limits.check(width: w, height: h, file: name)
+                case let .unreadable(type):
+                    throw ImagingError.corrupt(file: name, format: format, reason: "the size of a '\(type)' image cannot be read")
+                }
             }
             // The size after clap, irot and imir.
             let width = Int(heif_image_handle_get_width(handle.handle))
@@ -216,39 +217,45 @@ enum BMFF {
     }
 
     enum Canvas: Equatable {
-        /// The primary item is a coded image: its ispe is the size libheif allocates.
-        case coded
         /// A grid or overlay: libheif allocates this output canvas, which no ispe bounds.
         case derived(type: String, width: Int, height: Int)
         /// A grid or overlay whose size cannot be read.
         case unreadable(type: String)
     }
 
-    /// What libheif will allocate for the primary item. A grid ('grid') or overlay ('iovl')
-    /// declares its output size in its item data, not in ispe: a 1 KB overlay declaring a
-    /// 65535 × 65535 canvas made libheif 1.15 allocate over 10 GB (found by fuzz-heif).
-    static func primaryCanvas(_ b: UnsafeBufferPointer<UInt8>) -> Canvas {
-        guard let children = metaChildren(b), let primary = primaryItem(b, children),
-              let iinf = children.first(where: { $0.type == "iinf" }), iinf.payload.count >= 6 else { return .coded }
+    /// The output canvases libheif may allocate for derived images: every grid ('grid')
+    /// and overlay ('iovl') item in the file, not only the primary one (an alpha or depth
+    /// image of the primary can be a derived item too, and is decoded with it). They
+    /// declare their size in their item data, which no ispe bounds: a 1 KB overlay
+    /// declaring a 33971 × 51280 canvas made libheif 1.15 allocate over 10 GB, and one as
+    /// the primary's alpha did the same (both found by fuzz-heif). Empty for files of
+    /// coded images only.
+    static func derivedCanvases(_ b: UnsafeBufferPointer<UInt8>) -> [Canvas] {
+        guard let children = metaChildren(b),
+              let iinf = children.first(where: { $0.type == "iinf" }), iinf.payload.count >= 6 else { return [] }
         // iinf: full box, entry count (u16 for version 0, u32 after), then infe boxes.
         let entriesStart = iinf.payload.lowerBound + 4 + (b[iinf.payload.lowerBound] == 0 ? 2 : 4)
-        guard entriesStart <= iinf.payload.upperBound else { return .coded }
-        var type: String?
+        guard entriesStart <= iinf.payload.upperBound else { return [] }
+        var out: [Canvas] = []
         for infe in boxes(b, entriesStart..<iinf.payload.upperBound) where infe.type == "infe" {
             let p = infe.payload.lowerBound, version = infe.payload.isEmpty ? 0 : b[p]
             guard version >= 2 else { continue }  // versions 0/1 carry no item type
             let idSize = version == 2 ? 2 : 4
             guard infe.payload.count >= 4 + idSize + 2 + 4 else { continue }
             let id = idSize == 2 ? u16(b, p + 4) : Int(u32(b, p + 4))
-            if id == primary {
-                let at = p + 4 + idSize + 2
-                type = String(decoding: UnsafeBufferPointer(rebasing: b[at..<(at + 4)]), as: UTF8.self)
-            }
+            let typeAt = p + 4 + idSize + 2
+            let type = String(decoding: UnsafeBufferPointer(rebasing: b[typeAt..<(typeAt + 4)]), as: UTF8.self)
+            guard type == "grid" || type == "iovl" else { continue }
+            out.append(canvas(b, children, item: id, type: type))
         }
-        guard let type, type == "grid" || type == "iovl" else { return .coded }
-        guard let data = itemData(b, children, item: primary) else { return .unreadable(type: type) }
-        // grid: version, flags, rows−1, columns−1, then the size; iovl: version, flags,
-        // four 16-bit fill values, then the size. flags bit 0: 32-bit sizes instead of 16.
+        return out
+    }
+
+    /// A grid's or overlay's declared output size. grid: version, flags, rows − 1,
+    /// columns − 1, then the size; iovl: version, flags, four 16-bit fill values, then the
+    /// size. Flags bit 0: 32-bit sizes instead of 16-bit.
+    static func canvas(_ b: UnsafeBufferPointer<UInt8>, _ children: [Box], item: Int, type: String) -> Canvas {
+        guard let data = itemData(b, children, item: item) else { return .unreadable(type: type) }
         let sizeAt = type == "grid" ? 4 : 10
         guard data.count >= sizeAt + 4 else { return .unreadable(type: type) }
         let wide = b[data.lowerBound + 1] & 1 == 1
