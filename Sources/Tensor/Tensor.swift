@@ -204,19 +204,14 @@ enum Reorder {
 /// the weights refuse to serve an f32 primitive rather than widen rounded values silently.
 ///
 /// Winograd's weights are a transform (oneDNN's `wino` format), which oneDNN reorders only
-/// from the plain layout and never back: a layer that may run winograd keeps its plain
-/// original beside the working copy (f32 3×3 layers of R50: 66 MB) and derives each
-/// winograd copy from it, once per distinct format.
+/// from the plain layout and never back: each is derived through a temporary plain copy and
+/// kept beside the working copy, once per distinct format.
 final class WeightCopy: @unchecked Sendable {
     private var tensor: Tensor
-    private var original: Tensor?
     private var transformed: [Tensor] = []
     private let lock = NSLock()
 
-    init(_ tensor: Tensor, keepOriginal: Bool = false) {
-        self.tensor = tensor
-        original = keepOriginal ? tensor : nil
-    }
+    init(_ tensor: Tensor) { self.tensor = tensor }
 
     var shape: [Int] { lock.withLock { tensor.shape } }
 
@@ -226,10 +221,8 @@ final class WeightCopy: @unchecked Sendable {
         try lock.withLock {
             if md.format_kind == dnnl_format_kind_wino {
                 if let t = transformed.first(where: { MD.equal($0.desc, md) }) { return t }
-                guard let original else {
-                    throw TensorError.invalidArgument(op: what(), reason: "winograd weights need the plain original, which this layer did not keep")
-                }
-                let t = try original.copy(to: md)
+                let plain = try tensor.copy(to: MD.make(tensor.shape, MD.plainTag(tensor.shape.count), .f32))
+                let t = try plain.copy(to: md)
                 transformed.append(t)
                 return t
             }
@@ -237,8 +230,6 @@ final class WeightCopy: @unchecked Sendable {
                 throw TensorError.invalidArgument(op: what(), reason: "weights were narrowed to bf16 by an earlier bf16 call; an fp32 run needs a model loaded for fp32")
             }
             tensor = try tensor.reordered(to: md)
-            // oneDNN 2.6 has no bf16 winograd: a bf16 layer never needs the f32 original.
-            if tensor.dtype == .bf16 { original = nil; transformed = [] }
             return tensor
         }
     }

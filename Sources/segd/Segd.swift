@@ -168,11 +168,15 @@ struct Bench: ParsableCommand {
     @Option(help: "Images per model call (the images cycle to fill each batch).")
     var batch = 1
 
+    @Option(help: "fp32 3×3 layers: measured (winograd where it times faster within its memory budget, the default), off (direct), always (winograd wherever oneDNN has it).")
+    var winograd: WinogradPolicy = .measured
+
     @Argument(help: "Images to time.")
     var images: [String]
 
     func run() throws {
         try Segd.guarded {
+            Device.cpu.winograd = winograd
             let segmenter = try Segmenter(weights: model.weightsPath, settings: model.settings)
             FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), precision \(segmenter.model.precision)\n".utf8))
             let report = try Pipeline.Bench.run(model: segmenter.model, imagePaths: images, repeat: `repeat`, batch: batch) { line in
@@ -213,3 +217,4 @@ struct Model: ParsableCommand {
 }
 
 extension Precision: ExpressibleByArgument {}
+extension WinogradPolicy: ExpressibleByArgument {}

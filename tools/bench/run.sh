@@ -37,7 +37,7 @@ if [ "$WHAT" = W1 ] || [ "$WHAT" = all ]; then
   echo "== W1: model only, score 0 (100 detections/image), seconds per image (median)"
   declare -A spi
   for p in fp32 auto; do
-    spi[segd-$p]=$("$SEGD" bench --weights "$W/r50_seed0.pth" --score 0 --repeat 2 --precision $p $IMGS 2>&1 | tee /dev/stderr | last)
+    spi[segd-$p]=$("$SEGD" bench --weights "$W/r50_seed0.pth" --score 0 --repeat 2 --precision $p $IMGS 2>&1 | tee -a /dev/stderr | last)
   done
   if [ -n "$PY" ]; then
     "$PY" "$B/peer_compare.py" $IMGS --only tv-f32,tv-bf16,ov-f32,ov-auto --out "$W/peers" | tee "$W/peers.txt"
@@ -73,7 +73,7 @@ if [ "$WHAT" = W2 ] || [ "$WHAT" = all ]; then
   segd_ips=$(python3 -c "print(round(6/($t1-$t0), 4))")
   echo "segd images_per_second $segd_ips (process wall time, model load included; default precision)"
   if [ -n "$PY" ]; then
-    peer_ips=$("$PY" "$B/peer_torchvision.py" folder "$W/img" "$W/peer-out" | tee /dev/stderr | last)
+    peer_ips=$("$PY" "$B/peer_torchvision.py" folder "$W/img" "$W/peer-out" | tee -a /dev/stderr | last)
     echo "W2 segd ${segd_ips} img/s, peer ${peer_ips} img/s, segd/peer speed $(ratio "$segd_ips" "$peer_ips")"
   fi
 fi

@@ -134,9 +134,7 @@ public final class Conv2d: @unchecked Sendable {
         let tag: dnnl_format_tag_t = transposed ? (g.groups == 1 ? dnnl_iohw : dnnl_giohw) : (g.groups == 1 ? dnnl_oihw : dnnl_goihw)
         let w = Tensor(desc: try MD.make(wshape, tag), shape: wshape)
         weight.withUnsafeBytes { w.data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        // Only a layer that may run winograd keeps its plain original (see WeightCopy).
-        let winogradShape = !transposed && g.kernel == 3 && g.stride == 1 && g.dilation == 1 && g.groups == 1
-        self.weight = WeightCopy(w, keepOriginal: winogradShape && device.isa.hasAVX512)
+        self.weight = WeightCopy(w)
         self.bias = bias.map { Tensor(shape: [g.outChannels], values: $0) }
         if transposed && g.kernel == g.stride && g.padding == 0 && g.dilation == 1 && g.groups == 1 {
             // PyTorch weight (I, O, k, k) seen as I × (O·k²) is exactly the transpose of the
@@ -157,6 +155,17 @@ public final class Conv2d: @unchecked Sendable {
             ? [inShape[0], g.outChannels, g.transposedOutputSize(inShape[2]), g.transposedOutputSize(inShape[3])]
             : [inShape[0], g.outChannels, g.outputSize(inShape[2]), g.outputSize(inShape[3])]
     }
+
+    /// Winograd trades memory for multiplies: its transformed weights are 4× the layer's
+    /// (kept beside the direct copy) and its scratchpad holds the transformed input and
+    /// output tiles (2.25× each). Unbounded, R50 at 800×1216 peaked at 1.16 GB against
+    /// 0.56 GB direct (Zen 4), most of it for P2's FPN and RPN convolutions, the mask head
+    /// and layer4's 512-channel weights; a layer over either budget stays direct. (On that
+    /// Zen 4 EPYC, quiet, W1 fp32 took 2.90 s with winograd unbounded, 2.94 s direct: its
+    /// brgconv f32 kernels leave winograd little to win; the Sapphire Rapids
+    /// measured winograd at 2× direct for a 256-channel 200×336 layer.)
+    static let winogradScratchpadBudget = 24 << 20
+    static let winogradWeightBudget = 12 << 20
 
     /// Whether oneDNN's winograd can compute this layer: 3×3, stride 1, no dilation or
     /// groups, f32 (oneDNN 2.6 has no bf16 winograd), on a CPU with a winograd kernel.
@@ -196,6 +205,13 @@ public final class Conv2d: @unchecked Sendable {
                         b, &dst, strides, dil, pad, pad), "dnnl_dilated_convolution_forward_desc_init", what)
                 }
                 prim = try Primitive.make(d, attr: attr, on: device, what: what)
+                if algorithm == .winograd, device.winograd == .measured {
+                    let weightBytes = MD.size(prim.md(dnnl_query_weights_md))
+                    if prim.scratchpadBytes > Self.winogradScratchpadBudget || weightBytes > Self.winogradWeightBudget {
+                        throw TensorError.dnnl(status: dnnl_unimplemented, call: "winograd memory budget",
+                                               context: "\(what): \(prim.scratchpadBytes >> 20) MiB scratchpad, \(weightBytes >> 20) MiB weights")
+                    }
+                }
             }
             return ConvPlan(primitive: prim, weights: try weight.reordered(to: prim.md(dnnl_query_weights_md), what: what),
                             outShape: outShape, algorithm: algorithm)
