@@ -1,7 +1,8 @@
 // Shapes: N images, Hi×Wi original sizes, hi×wi resized sizes, Hp×Wp the padded batch
 // size (multiple of 32), P2..P6 feature maps, R proposals, D detections per image.
 //
-// torchvision's MaskRCNN (GeneralizedRCNN) in eval mode, split into the stages the
+// torchvision's MaskRCNN and FasterRCNN (GeneralizedRCNN; Faster R-CNN is the same model
+// without the mask head, so `masks` returns none) in eval mode, split into the stages the
 // pipeline runs on its own queues (PipelineStage.model: preprocess → backbone → rpn →
 // detect → mask → postprocess). Every stage takes and returns plain values, so each can be run (and
 // checked against the reference) on its own.
@@ -59,14 +60,36 @@ public final class FeatureMaps: @unchecked Sendable {
 }
 
 public struct ModelArchitecture: Sendable {
+    /// torchvision's two detection layouts. v1 (maskrcnn_resnet50_fpn,
+    /// fasterrcnn_resnet50_fpn): FrozenBatchNorm2d in the ResNet only, biased FPN convs,
+    /// one RPN conv, TwoMLPHead. v2 (the _v2 builders, from "Benchmarking Detection Transfer
+    /// Learning with Vision Transformers"): BatchNorm2d in the ResNet, the FPN and the heads,
+    /// two RPN convs, FastRCNNConvFCHead. Told apart by the FPN's BatchNorm keys; each
+    /// head then reads its own layout from its keys.
+    public enum Layout: String, Sendable { case v1, v2 }
+    public var layout: Layout
     public var resnet: ResNetArchitecture
     public var fpnChannels: Int
     public var rpnConvs: Int
     public var anchorsPerLocation: Int
+    /// FastRCNNConvFCHead's conv widths (empty for TwoMLPHead) and the FC widths.
+    public var boxConvLayers: [Int]
+    public var boxFCLayers: [Int]
     public var boxRepresentationSize: Int
+    /// False for Faster R-CNN (no mask head in the file): detections have boxes only.
+    public var hasMasks: Bool
     public var maskLayers: [Int]
     public var maskDimReduced: Int
     public var numClasses: Int
+
+    /// The torchvision builder this layout is, e.g. "maskrcnn_resnet50_fpn_v2",
+    /// "fasterrcnn_resnet50_fpn" (other depths and widths name their ResNet).
+    public var name: String {
+        let r = resnet
+        let depth = r.blocksPerStage.reduce(0, +) * (r.block == .bottleneck ? 3 : 2) + 2
+        let body = r.groups > 1 ? "resnext\(depth)_\(r.groups)x\(r.stageWidths[0] / r.groups)d" : "resnet\(depth)"
+        return (hasMasks ? "maskrcnn" : "fasterrcnn") + "_\(body)_fpn" + (layout == .v2 ? "_v2" : "")
+    }
 }
 
 public final class MaskRCNN: @unchecked Sendable {
@@ -76,48 +99,62 @@ public final class MaskRCNN: @unchecked Sendable {
     let fpn: FPN
     let rpn: RPN
     let boxHead: BoxHead
-    let maskHead: MaskHead
+    /// nil for Faster R-CNN.
+    let maskHead: MaskHead?
     /// What the convolutions and FC layers compute in, and why (the CPU's ISA or the request).
     public let precision: ResolvedPrecision
 
     /// Builds the model from a state dict (torchvision key names, old or new), strictly:
     /// every key must be used, with the shape the architecture read from the dict implies.
     /// - Parameters:
-    ///   - frozenBNEpsilon: overrides the file's (or the 0.0 default's) ε.
+    ///   - frozenBNEpsilon: overrides the file's (or the 0.0 default's) ε of the v1 ResNet's
+    ///     FrozenBatchNorm2d.
     ///   - precision: fp32 (torchvision's arithmetic), bf16, or auto (bf16 where this CPU
     ///     computes it natively); bf16 without native support is an error.
+    ///   - classNames: the class names (background first), overriding the file's; their
+    ///     number must be the model's.
     public init(stateDict: StateDict, config base: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil,
-                precision: Precision = .fp32) throws {
+                precision: Precision = .fp32, classNames: ClassNames? = nil) throws {
         self.precision = try precision.resolve(on: Device.cpu.isa)
         var config = base
         try config.apply(metadata: stateDict.metadata, path: stateDict.path)
         if let e = frozenBNEpsilon { config.frozenBNEpsilon = e }
         let w = WeightLoader(stateDict.normalizedTorchvisionKeys())
-        body = try ResNet(w, prefix: "backbone.body", eps: config.frozenBNEpsilon)
-        fpn = try FPN(w, prefix: "backbone.fpn", inChannels: body.architecture.stageChannels)
+        let layout: ModelArchitecture.Layout = w.has("backbone.fpn.inner_blocks.0.1.weight") ? .v2 : .v1
+        // v2's ResNet has nn.BatchNorm2d (ε 1e-5 unless the file says otherwise), v1's FrozenBatchNorm2d.
+        body = try ResNet(w, prefix: "backbone.body", eps: layout == .v2 ? config.batchNormEpsilon : config.frozenBNEpsilon)
+        fpn = try FPN(w, prefix: "backbone.fpn", inChannels: body.architecture.stageChannels, bnEps: config.batchNormEpsilon)
         rpn = try RPN(w, channels: fpn.outChannels, anchors: config.anchors, settings: config.rpn)
-        boxHead = try BoxHead(w, channels: fpn.outChannels, settings: config.box)
-        maskHead = try MaskHead(w, channels: fpn.outChannels, numClasses: boxHead.numClasses)
+        boxHead = try BoxHead(w, channels: fpn.outChannels, settings: config.box, bnEps: config.batchNormEpsilon)
+        maskHead = try MaskHead.load(w, channels: fpn.outChannels, numClasses: boxHead.numClasses, bnEps: config.batchNormEpsilon)
         try w.finish()
         boxHead.computeType = self.precision.dtype
-        maskHead.computeType = self.precision.dtype
-        if stateDict.metadata["classes"] == nil, boxHead.numClasses != config.classNames.count {
+        maskHead?.computeType = self.precision.dtype
+        if let names = classNames {
+            guard names.names.count == boxHead.numClasses else {
+                throw ModelError.classCount(path: stateDict.path, namesFile: names.source, names: names.names.count, classes: boxHead.numClasses)
+            }
+            config.classNames = names.names
+        } else if stateDict.metadata["classes"] == nil, boxHead.numClasses != config.classNames.count {
             // A .pth carries no names: COCO's when it has 91 classes, else numbered ones.
             config.classNames = ["__background__"] + (1..<boxHead.numClasses).map { "class\($0)" }
         }
         guard config.classNames.count == boxHead.numClasses else {
-            throw ModelError.architecture(path: stateDict.path, reason: "\(config.classNames.count) class names for \(boxHead.numClasses) classes")
+            throw ModelError.classCount(path: stateDict.path, namesFile: nil, names: config.classNames.count, classes: boxHead.numClasses)
         }
         self.config = config
-        architecture = ModelArchitecture(resnet: body.architecture, fpnChannels: fpn.outChannels, rpnConvs: rpn.head.convs.count,
-                                         anchorsPerLocation: rpn.head.anchorsPerLocation, boxRepresentationSize: boxHead.representationSize,
-                                         maskLayers: maskHead.layers, maskDimReduced: maskHead.dimReduced, numClasses: boxHead.numClasses)
+        architecture = ModelArchitecture(layout: layout, resnet: body.architecture, fpnChannels: fpn.outChannels, rpnConvs: rpn.head.convs.count,
+                                         anchorsPerLocation: rpn.head.anchorsPerLocation, boxConvLayers: boxHead.convLayers,
+                                         boxFCLayers: boxHead.fcLayers, boxRepresentationSize: boxHead.representationSize,
+                                         hasMasks: maskHead != nil, maskLayers: maskHead?.layers ?? [], maskDimReduced: maskHead?.dimReduced ?? 0,
+                                         numClasses: boxHead.numClasses)
     }
 
     /// Loads a weights file (.pth zip or legacy, .safetensors).
     public convenience init(contentsOf path: String, config: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil,
-                            precision: Precision = .fp32) throws {
-        try self.init(stateDict: WeightsFile.load(path), config: config, frozenBNEpsilon: frozenBNEpsilon, precision: precision)
+                            precision: Precision = .fp32, classNames: ClassNames? = nil) throws {
+        try self.init(stateDict: WeightsFile.load(path), config: config, frozenBNEpsilon: frozenBNEpsilon, precision: precision,
+                      classNames: classNames)
     }
 
     /// Thresholds that may change between runs without reloading weights.
@@ -202,9 +239,11 @@ public final class MaskRCNN: @unchecked Sendable {
         try boxHead(features.poolerInputs(), proposals: proposals, imageSizes: batch.imageSizes)
     }
 
-    /// M×M mask probabilities of each detection's class, per image.
+    /// M×M mask probabilities of each detection's class, per image; empty for a model
+    /// without a mask head (Faster R-CNN).
     public func masks(_ features: FeatureMaps, _ batch: ImageBatch, detections: [ROIDetections]) throws -> [[Float]] {
-        try maskHead(features.poolerInputs(), detections: detections, imageSizes: batch.imageSizes)
+        guard let maskHead else { return detections.map { _ in [] } }
+        return try maskHead(features.poolerInputs(), detections: detections, imageSizes: batch.imageSizes)
     }
 
     /// Boxes back to original pixels (× original/resized as float32, torchvision's
@@ -221,7 +260,7 @@ public final class MaskRCNN: @unchecked Sendable {
                 boxes[4 * j + 3] *= rh
             }
             return Detections(boxes: boxes, scores: d.scores, labels: d.labels, maskProbabilities: masks[i],
-                              maskSize: maskHead.maskSize, imageHeight: oh, imageWidth: ow)
+                              maskSize: maskHead?.maskSize ?? 0, imageHeight: oh, imageWidth: ow)
         }
     }
 

@@ -11,6 +11,9 @@ public struct ModelConfig: Sendable {
     /// Frozen-BN ε: 0.0 for torchvision's COCO checkpoint (it calls overwrite_eps(model, 0.0)),
     /// 1e-5 for a freshly built torchvision model (FrozenBatchNorm2d's default).
     public var frozenBNEpsilon: Float = 0.0
+    /// ε of the BatchNorm2d layers of the v2 models (backbone, FPN, heads): nn.BatchNorm2d's
+    /// default, which torchvision's _v2 builders keep.
+    public var batchNormEpsilon: Float = 1e-5
     public var minSize = 800
     public var maxSize = 1333
     public var imageMean: [Float] = [0.485, 0.456, 0.406]
@@ -48,6 +51,7 @@ public struct ModelConfig: Sendable {
             classNames = a
         }
         if let v: Float = try number("frozen_bn_eps") { frozenBNEpsilon = v }
+        if let v: Float = try number("batch_norm_eps") { batchNormEpsilon = v }
         if let v: Int = try number("min_size") { minSize = v }
         if let v: Int = try number("max_size") { maxSize = v }
         if let v = try floats("image_mean") { imageMean = v }
@@ -63,5 +67,63 @@ public struct ModelConfig: Sendable {
         guard imageMean.count == 3, imageStd.count == 3 else {
             throw ModelError.architecture(path: path, reason: "image_mean and image_std need 3 values")
         }
+    }
+}
+
+/// Class names from a labels file (`segd batch --labels`, pipeline.yml `model.labels`):
+/// either a JSON list of strings, or a text file with one name per line. Either way the
+/// first name is the background class (torchvision's index 0), as in the detection
+/// tutorial's `num_classes = 2  # 1 class (person) + background`.
+public struct ClassNames: Sendable, Equatable {
+    public var names: [String]
+    /// The file they came from, for error messages.
+    public var source: String
+
+    public init(names: [String], source: String) {
+        self.names = names
+        self.source = source
+    }
+
+    public init(contentsOf path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ModelError.labelsFile(path: path, reason: "cannot read it")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ModelError.labelsFile(path: path, reason: "not UTF-8 text")
+        }
+        try self.init(parsing: text, source: path)
+    }
+
+    /// Text starting with "[" (after white space) is JSON; anything else is one name a line.
+    /// Trailing white space and a trailing "\r" are not part of a name; blank lines at the
+    /// end are ignored, a blank line between names is an error (it would shift every index).
+    public init(parsing text: String, source: String) throws {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        var names: [String]
+        if trimmed.hasPrefix("[") {
+            guard let list = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [Any] else {
+                throw ModelError.labelsFile(path: source, reason: "starts with '[' but is not a JSON list")
+            }
+            names = []
+            for (i, item) in list.enumerated() {
+                guard let name = item as? String else {
+                    throw ModelError.labelsFile(path: source, reason: "item \(i) of the JSON list is not a string")
+                }
+                names.append(name)
+            }
+        } else {
+            var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+                .map { String($0).trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r"))) }
+            while lines.last?.isEmpty == true { lines.removeLast() }
+            names = lines
+        }
+        if let i = names.firstIndex(where: { $0.isEmpty }) {
+            throw ModelError.labelsFile(path: source, reason: "name \(i + 1) is empty")
+        }
+        guard names.count >= 2 else {
+            throw ModelError.labelsFile(path: source, reason: "\(names.count) name(s); it needs the background class first, then at least one class")
+        }
+        self.names = names
+        self.source = source
     }
 }

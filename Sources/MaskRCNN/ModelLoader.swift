@@ -9,6 +9,11 @@ public enum ModelError: Error, CustomStringConvertible {
     case shapeMismatch(path: String, key: String, expected: [Int], found: [Int])
     case unusedKeys(path: String, keys: [String])
     case architecture(path: String, reason: String)
+    /// A list of class names whose length is not the model's number of classes
+    /// (`namesFile` nil: the names came from the weights file's metadata).
+    case classCount(path: String, namesFile: String?, names: Int, classes: Int)
+    /// A --labels / model.labels file that cannot be read or parsed.
+    case labelsFile(path: String, reason: String)
     case invalidInput(reason: String)
 
     public var description: String {
@@ -22,6 +27,11 @@ public enum ModelError: Error, CustomStringConvertible {
             return "\(path): \(keys.count) weight(s) not used by the model: \(shown)\(keys.count > 8 ? ", …" : "")"
         case let .architecture(path, reason):
             return "\(path): \(reason)"
+        case let .classCount(path, namesFile, names, classes):
+            let source = namesFile.map { "the labels file \($0)" } ?? "its metadata"
+            return "\(path): the model has \(classes) classes (background included), \(source) names \(names)"
+        case let .labelsFile(path, reason):
+            return "labels file \(path): \(reason)"
         case let .invalidInput(reason):
             return "model input: \(reason)"
         }
@@ -53,15 +63,25 @@ final class WeightLoader {
         return t.values
     }
 
-    /// Fails on every key no layer took (`num_batches_tracked` buffers are the one known
-    /// key to skip: frozen BN never reads them).
+    /// Fails on every key no layer took.
     func finish() throws {
-        let unused = state.tensors.keys.filter { !used.contains($0) && !$0.hasSuffix("num_batches_tracked") }.sorted()
+        let unused = state.tensors.keys.filter { !used.contains($0) }.sorted()
         if !unused.isEmpty { throw ModelError.unusedKeys(path: path, keys: unused) }
     }
 
-    /// A convolution (optionally with bias) whose output goes through a frozen BatchNorm
-    /// `bn`: the BN is folded into the weights and bias at load time,
+    /// A BatchNorm's γ, β, μ, σ² (each C), and its `num_batches_tracked` training counter
+    /// when the file has one: a 0-d tensor that eval-mode BN never reads, accepted here by
+    /// name and shape (so a stray counter elsewhere is still an unused key).
+    func batchNorm(_ prefix: String, channels c: Int) throws -> (gamma: [Float], beta: [Float], mean: [Float], variance: [Float]) {
+        let counter = prefix + ".num_batches_tracked"
+        if has(counter) { _ = try take(counter, []) }
+        return (try take(prefix + ".weight", [c]), try take(prefix + ".bias", [c]),
+                try take(prefix + ".running_mean", [c]), try take(prefix + ".running_var", [c]))
+    }
+
+    /// A convolution (optionally with bias) whose output goes through a BatchNorm `bn`
+    /// (FrozenBatchNorm2d in v1, eval-mode nn.BatchNorm2d in v2: both the affine map
+    /// y = (x − μ)·γ/√(σ²+ε) + β): the BN is folded into the weights and bias at load time,
     /// w' = w·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε) (+ b·γ/√(σ²+ε)), as torchvision's
     /// FrozenBatchNorm2d computes scale = γ·rsqrt(σ²+ε), bias = β − μ·scale.
     func conv(_ prefix: String, _ g: ConvGeometry, bn: String? = nil, bias: Bool = false, eps: Float = 0,
@@ -73,8 +93,7 @@ final class WeightLoader {
         var b: [Float]? = bias ? try take(prefix + ".bias", [g.outChannels]) : nil
         if let bn {
             let c = g.outChannels
-            let gamma = try take(bn + ".weight", [c]), beta = try take(bn + ".bias", [c])
-            let mean = try take(bn + ".running_mean", [c]), variance = try take(bn + ".running_var", [c])
+            let (gamma, beta, mean, variance) = try batchNorm(bn, channels: c)
             let perOut = w.count / c
             var fb = [Float](repeating: 0, count: c)
             for o in 0..<c {

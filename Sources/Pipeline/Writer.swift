@@ -60,7 +60,9 @@ final class Writer: @unchecked Sendable {
     func write(_ job: Job) throws {
         guard let decoded = job.decoded, let det = job.detections else { return }
         let threshold = segmenter.model.config.maskThreshold
-        let (masks, pasteMs) = timed { (0..<det.count).map { det.mask($0, threshold: threshold) } }
+        // A model without a mask head (Faster R-CNN) gives boxes only: no masks to paste.
+        let hasMasks = !det.maskProbabilities.isEmpty
+        let (masks, pasteMs) = timed { hasMasks ? (0..<det.count).map { det.mask($0, threshold: threshold) } : [] }
         job.timings[.paste] = pasteMs
         let (jsonPath, imagePath) = paths(for: job, format: decoded.format)
         var timings = job.timingsByName
@@ -83,8 +85,9 @@ final class Writer: @unchecked Sendable {
             var image = decoded.image
             let classes = segmenter.modelInfo.classes
             let overlay = (0..<det.count).filter { det.scores[$0] >= options.annotateMinScore }.map { i -> OverlayInstance in
-                let m = masks[i], b = det.box(i)
-                return OverlayInstance(mask: OverlayMask(x0: m.x0, y0: m.y0, width: m.width, height: m.height, pixels: m.pixels),
+                let b = det.box(i)
+                let mask = hasMasks ? masks[i] : nil
+                return OverlayInstance(mask: mask.map { OverlayMask(x0: $0.x0, y0: $0.y0, width: $0.width, height: $0.height, pixels: $0.pixels) },
                                        box: OverlayBox(x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2),
                                        label: "\(classes[det.labels[i]]) \(Int((det.scores[i] * 100).rounded()))%",
                                        classIndex: det.labels[i])

@@ -1,19 +1,30 @@
 // Shapes: L = 4 input levels C2..C5 → P2..P5 (+ P6 by max-pooling P5, torchvision's
 // LastLevelMaxPool), all with F channels (256 in torchvision's model).
+//
+// v1 (maskrcnn_resnet50_fpn): each block is a biased conv (`{block}.i.0`). v2
+// (maskrcnn_resnet50_fpn_v2, norm_layer=BatchNorm2d): Conv2dNormActivation with a
+// bias-free conv `{block}.i.0` and a BatchNorm2d `{block}.i.1`, folded at load.
 import Tensor
 
 public final class FPN {
     public let outChannels: Int
+    /// Whether the blocks carry a BatchNorm (v2): its γ, β are parameters in torchvision's count.
+    public let norm: Bool
     let inner: [Conv2d]   // 1×1 laterals, per level
     let layer: [Conv2d]   // 3×3 outputs, per level
 
-    init(_ w: WeightLoader, prefix: String, inChannels: [Int]) throws {
+    init(_ w: WeightLoader, prefix: String, inChannels: [Int], bnEps: Float) throws {
         let f = try w.shape(prefix + ".inner_blocks.0.0.weight")[0]
         outChannels = f
+        let norm = w.has(prefix + ".inner_blocks.0.1.weight")
+        self.norm = norm
         var inner: [Conv2d] = [], layer: [Conv2d] = []
+        func block(_ p: String, _ g: ConvGeometry) throws -> Conv2d {
+            norm ? try w.conv(p + ".0", g, bn: p + ".1", eps: bnEps, relu: false) : try w.conv(p + ".0", g, bias: true, relu: false)
+        }
         for (i, c) in inChannels.enumerated() {
-            inner.append(try w.conv("\(prefix).inner_blocks.\(i).0", ConvGeometry(inChannels: c, outChannels: f, kernel: 1), bias: true, relu: false))
-            layer.append(try w.conv("\(prefix).layer_blocks.\(i).0", ConvGeometry(inChannels: f, outChannels: f, kernel: 3, padding: 1), bias: true, relu: false))
+            inner.append(try block("\(prefix).inner_blocks.\(i)", ConvGeometry(inChannels: c, outChannels: f, kernel: 1)))
+            layer.append(try block("\(prefix).layer_blocks.\(i)", ConvGeometry(inChannels: f, outChannels: f, kernel: 3, padding: 1)))
         }
         guard !w.has("\(prefix).inner_blocks.\(inChannels.count).0.weight") else {
             throw ModelError.architecture(path: w.path, reason: "\(prefix) has more levels than the backbone returns")

@@ -1,7 +1,8 @@
 // Shapes: D detections (all images of the batch), C FPN channels, M = 28 mask side,
 // K classes.
 //
-// torchvision's MaskRCNNHeads (3×3 convs + ReLU on 14×14 RoIAlign features) and
+// torchvision's MaskRCNNHeads (3×3 convs + ReLU on 14×14 RoIAlign features; in v2 each
+// conv is bias-free and followed by a BatchNorm2d, folded at load) and
 // MaskRCNNPredictor (2×2 stride-2 ConvTranspose2d + ReLU, 1×1 conv to K logits), on all
 // detections of the batch at once; maskrcnn_inference keeps the labelled class's channel
 // through a sigmoid.
@@ -22,13 +23,24 @@ public final class MaskHead {
     /// deconvolution's f32 output.
     var computeType: DType = .f32
 
-    init(_ w: WeightLoader, channels: Int, numClasses: Int) throws {
+    /// Whether the head's convs carry a BatchNorm (v2, `mask_head.i.1`; its γ, β count as parameters).
+    public let norm: Bool
+
+    /// The mask head, or nil when the state dict has none (Faster R-CNN: boxes only).
+    static func load(_ w: WeightLoader, channels: Int, numClasses: Int, bnEps: Float) throws -> MaskHead? {
+        let any = w.state.tensors.keys.contains { $0.hasPrefix("roi_heads.mask_head.") || $0.hasPrefix("roi_heads.mask_predictor.") }
+        return any ? try MaskHead(w, channels: channels, numClasses: numClasses, bnEps: bnEps) : nil
+    }
+
+    init(_ w: WeightLoader, channels: Int, numClasses: Int, bnEps: Float) throws {
         var convs: [Conv2d] = [], layers: [Int] = []
         var inC = channels
+        norm = w.has("roi_heads.mask_head.0.1.weight")
         while w.has("roi_heads.mask_head.\(convs.count).0.weight") {
-            let shape = try w.shape("roi_heads.mask_head.\(convs.count).0.weight")
-            convs.append(try w.conv("roi_heads.mask_head.\(convs.count).0", ConvGeometry(inChannels: inC, outChannels: shape[0], kernel: 3, padding: 1),
-                                    bias: true, relu: true))
+            let p = "roi_heads.mask_head.\(convs.count)"
+            let shape = try w.shape(p + ".0.weight")
+            let g = ConvGeometry(inChannels: inC, outChannels: shape[0], kernel: 3, padding: 1)
+            convs.append(norm ? try w.conv(p + ".0", g, bn: p + ".1", eps: bnEps, relu: true) : try w.conv(p + ".0", g, bias: true, relu: true))
             inC = shape[0]
             layers.append(shape[0])
         }

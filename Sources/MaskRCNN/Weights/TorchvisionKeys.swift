@@ -11,20 +11,19 @@
 //   models/detection/mask_rcnn.py  MaskRCNNHeads: became Sequential(Conv2dNormActivation…)
 //       → `mask_fcn{i+1}.{weight,bias}` → `{i}.0.{…}`
 //
-// and FrozenBatchNorm2d (ops/misc.py) drops `num_batches_tracked`. segd renames by key
+// (FrozenBatchNorm2d, ops/misc.py, drops `num_batches_tracked`; segd's loader takes each
+// BatchNorm's counter with the BatchNorm instead, so a stray one is an error.) segd renames by key
 // pattern instead of by version: a new-layout state dict cannot contain an old-pattern key
 // (those modules are Sequentials there), and safetensors files carry no module versions.
 
 extension StateDict {
-    /// The same tensors under current torchvision names; `num_batches_tracked` (a
-    /// BatchNorm training counter that frozen batch norm ignores) is dropped. As in
-    /// torchvision, an old-name tensor replaces a new-name one if a file had both.
+    /// The same tensors under current torchvision names. As in torchvision, an old-name
+    /// tensor replaces a new-name one if a file had both.
     public func normalizedTorchvisionKeys() -> StateDict {
         var out: [String: HostTensor] = [:]
         out.reserveCapacity(tensors.count)
         var renamed: [(String, HostTensor)] = []
         for (key, tensor) in tensors {
-            if key == "num_batches_tracked" || key.hasSuffix(".num_batches_tracked") { continue }
             if let new = TorchvisionKeys.currentName(key) {
                 renamed.append((new, tensor))
             } else {
