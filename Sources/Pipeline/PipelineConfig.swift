@@ -27,6 +27,9 @@ public struct PipelineConfig: Sendable, Equatable {
         public var maxSize: Int?
         /// nil: the weights file's metadata, else 0.0 as torchvision's COCO checkpoints.
         public var frozenBNEpsilon: Double?
+        /// Class names file (one a line, background first, or a JSON list); nil: the
+        /// weights file's names (COCO's for a 91-class .pth, else class1, class2, …).
+        public var labels: String?
     }
 
     public struct Inputs: Sendable, Equatable {
@@ -138,6 +141,7 @@ extension PipelineConfig {
                 case "min_size": c.model.minSize = try r.optional(n) { try r.int(n, key, k, in: 32...8192) }
                 case "max_size": c.model.maxSize = try r.optional(n) { try r.int(n, key, k, in: 32...8192) }
                 case "frozen_bn_epsilon": c.model.frozenBNEpsilon = try r.optional(n) { try r.double(n, key, k, in: 0...1) }
+                case "labels": c.model.labels = try r.optional(n) { try r.string(n, key, k) }
                 default: throw r.unknown(n, key, k)
                 }
             }
@@ -222,6 +226,7 @@ extension PipelineConfig {
         }
         var c = self
         c.model.weights = abs(c.model.weights)
+        c.model.labels = c.model.labels.map(abs)
         c.inputs.directories = c.inputs.directories.map(abs)
         c.outputs.directory = abs(c.outputs.directory)
         c.after.doneDirectory = abs(c.after.doneDirectory)
@@ -287,6 +292,7 @@ extension PipelineConfig {
         s.maskThreshold = Float(model.maskThreshold)
         s.maxDetections = model.maxDetections
         s.frozenBNEpsilon = model.frozenBNEpsilon.map(Float.init)
+        s.labels = model.labels
         s.minSize = model.minSize
         s.maxSize = model.maxSize
         s.precision = model.precision

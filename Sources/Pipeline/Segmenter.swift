@@ -11,6 +11,8 @@ public struct InferenceSettings: Sendable {
     public var maskThreshold: Float = 0.5
     public var maxDetections: Int?
     public var frozenBNEpsilon: Float?
+    /// A class names file (`--labels`, pipeline.yml `model.labels`): see `ClassNames`.
+    public var labels: String?
     public var minSize: Int?
     public var maxSize: Int?
     /// auto: bf16 where the CPU computes it natively, fp32 elsewhere.
@@ -28,7 +30,8 @@ public final class Segmenter: @unchecked Sendable {
         var base = ModelConfig()
         if let v = s.minSize { base.minSize = v }
         if let v = s.maxSize { base.maxSize = v }
-        let model = try MaskRCNN(contentsOf: path, config: base, frozenBNEpsilon: s.frozenBNEpsilon, precision: s.precision)
+        let names = try s.labels.map { try ClassNames(contentsOf: $0) }
+        let model = try MaskRCNN(contentsOf: path, config: base, frozenBNEpsilon: s.frozenBNEpsilon, precision: s.precision, classNames: names)
         // The file's metadata may set sizes; explicit settings win over it.
         model.setInferenceOptions(scoreThreshold: s.scoreThreshold, detectionsPerImage: s.maxDetections, maskThreshold: s.maskThreshold)
         if s.minSize != nil || s.maxSize != nil { model.setSizes(minSize: s.minSize, maxSize: s.maxSize) }

@@ -48,12 +48,15 @@ struct ModelOptions: ParsableArguments {
 
     @Option(help: "auto (bf16 where this CPU computes it natively: AMX or AVX512_BF16), fp32 (torchvision's arithmetic) or bf16.")
     var precision: Precision?
+    @Option(help: "Class names of a fine-tuned model: a text file with one name a line, background first, or a JSON list (default: the weights file's).")
+    var labels: String?
 
     var settings: InferenceSettings {
         var s = InferenceSettings()
         s.scoreThreshold = score
         s.frozenBNEpsilon = frozenBNEps
         if let precision { s.precision = precision }
+        s.labels = labels
         return s
     }
 
@@ -132,6 +135,7 @@ struct Batch: ParsableCommand {
             if let v = model.score { s.scoreThreshold = v }
             if let v = model.frozenBNEps { s.frozenBNEpsilon = v }
             if let v = model.precision { s.precision = v }
+            if let v = model.labels { s.labels = v }
             if let v = maskThreshold { s.maskThreshold = v }
             if let v = maxDetections { s.maxDetections = v }
             if let v = out { options.output.directory = v }
@@ -188,7 +192,7 @@ struct Bench: ParsableCommand {
 }
 
 struct Model: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Inspect a weights file.", subcommands: [Info.self])
+    static let configuration = CommandConfiguration(abstract: "Inspect or convert a weights file.", subcommands: [Info.self, Convert.self])
 
     struct Info: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Architecture and per-layer output size, parameters and FLOPs.")
@@ -202,15 +206,50 @@ struct Model: ParsableCommand {
         @Option(name: .customLong("frozen-bn-eps"), help: "Frozen BatchNorm epsilon.")
         var frozenBNEps: Float?
 
+        @Option(help: "Class names file (one a line, background first, or a JSON list).")
+        var labels: String?
+
         func run() throws {
             let parts = input.lowercased().split(separator: "x").compactMap { Int($0) }
             guard parts.count == 2, parts.allSatisfy({ $0 >= 32 }) else { throw ValidationError("--input must look like 800x1216") }
             try Segd.guarded {
-                let m = try MaskRCNN(contentsOf: weights, frozenBNEpsilon: frozenBNEps)
+                let names = try labels.map { try ClassNames(contentsOf: $0) }
+                let m = try MaskRCNN(contentsOf: weights, frozenBNEpsilon: frozenBNEps, classNames: names)
                 print("weights: \(weights)")
                 print("classes: \(m.config.classNames.count) (\(m.config.classNames.prefix(6).joined(separator: ", "))\(m.config.classNames.count > 6 ? ", …" : ""))")
-                print("frozen BN epsilon: \(m.config.frozenBNEpsilon); resize \(m.config.minSize)/\(m.config.maxSize)")
+                let eps = m.architecture.layout == .v2 ? "BatchNorm2d epsilon: \(m.config.batchNormEpsilon)" : "frozen BN epsilon: \(m.config.frozenBNEpsilon)"
+                print("\(eps); resize \(m.config.minSize)/\(m.config.maxSize)")
                 print(m.summary(height: parts[0], width: parts[1]).table(), terminator: "")
+            }
+        }
+    }
+
+    struct Convert: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a weights file as segd safetensors, with the class names, BatchNorm ε and architecture in its metadata.")
+
+        @Argument(help: "Weights file to convert (torchvision .pth, zip or legacy, or .safetensors).")
+        var weights: String
+
+        @Option(help: "Output .safetensors file.")
+        var out: String
+
+        @Option(help: "Class names file (one a line, background first, or a JSON list) to record.")
+        var labels: String?
+
+        @Option(name: .customLong("frozen-bn-eps"), help: "Frozen BatchNorm epsilon to record (default: the file's metadata, else 0.0).")
+        var frozenBNEps: Float?
+
+        func run() throws {
+            try Segd.guarded {
+                let names = try labels.map { try ClassNames(contentsOf: $0) }
+                let r = try ModelConverter.convert(input: weights, output: out, classNames: names, frozenBNEpsilon: frozenBNEps)
+                print("\(out): \(r.architecture), \(r.classes) classes, \(r.tensors) tensors, \(r.bytes) bytes"
+                      + (r.droppedCounters > 0 ? " (\(r.droppedCounters) BatchNorm num_batches_tracked counters left out)" : ""))
+                for (file, read, load) in [(weights, r.inputReadSeconds, r.inputLoadSeconds), (out, r.outputReadSeconds, r.outputLoadSeconds)] {
+                    print(String(format: "load time %@: %.0f ms (reading the tensors %.0f ms, building the model %.0f ms)",
+                                 file, load * 1000, read * 1000, (load - read) * 1000))
+                }
             }
         }
     }
