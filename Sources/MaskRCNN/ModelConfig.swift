@@ -112,7 +112,8 @@ public struct ClassNames: Sendable, Equatable {
                 names.append(name)
             }
         } else {
-            var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            // "\r\n" is one Character in Swift, so it is normalized before splitting.
+            var lines = text.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false)
                 .map { String($0).trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r"))) }
             while lines.last?.isEmpty == true { lines.removeLast() }
             names = lines

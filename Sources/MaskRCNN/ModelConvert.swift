@@ -24,12 +24,15 @@ public enum ModelConverter {
     /// Reads `input`, builds the model from it (so a file that would not load is never
     /// converted), writes `output`, then loads `output` back and checks that it builds the
     /// same architecture with the same class names.
-    public static func convert(input: String, output: String, classNames: ClassNames? = nil,
-                               frozenBNEpsilon: Float? = nil) throws -> ModelConversion {
+    /// - Parameters: minSize, maxSize: torchvision's min_size / max_size, which a .pth cannot
+    ///   carry (nil: the input's metadata, else 800 / 1333); recorded with the names and ε.
+    public static func convert(input: String, output: String, classNames: ClassNames? = nil, frozenBNEpsilon: Float? = nil,
+                               minSize: Int? = nil, maxSize: Int? = nil) throws -> ModelConversion {
         let start = Date()
         let state = try WeightsFile.load(input)
         let inputRead = Date().timeIntervalSince(start)
         let model = try MaskRCNN(stateDict: state, frozenBNEpsilon: frozenBNEpsilon, classNames: classNames)
+        model.setSizes(minSize: minSize, maxSize: maxSize)
         let inputSeconds = Date().timeIntervalSince(start)
         let c = model.config, a = model.architecture
         var tensors: [String: HostTensor] = [:]
@@ -48,6 +51,9 @@ public enum ModelConverter {
             "batch_norm_eps": "\(c.batchNormEpsilon)",
             "min_size": "\(c.minSize)",
             "max_size": "\(c.maxSize)",
+            "box_score_thresh": "\(c.box.scoreThreshold)",
+            "box_nms_thresh": "\(c.box.nmsThreshold)",
+            "box_detections_per_img": "\(c.box.detectionsPerImage)",
             "image_mean": json(c.imageMean.map(Double.init)),
             "image_std": json(c.imageStd.map(Double.init)),
             "converted_from": (input as NSString).lastPathComponent,

@@ -51,13 +51,28 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Class names of a fine-tuned model: a text file with one name a line, background first, or a JSON list (default: the weights file's).")
     var labels: String?
 
+    @Option(name: .customLong("min-size"), help: "Resize the shorter side to this (torchvision's min_size; default: the file's metadata, else 800).")
+    var minSize: Int?
+
+    @Option(name: .customLong("max-size"), help: "Cap the longer side at this (torchvision's max_size; default: the file's metadata, else 1333).")
+    var maxSize: Int?
+
     var settings: InferenceSettings {
         var s = InferenceSettings()
         s.scoreThreshold = score
         s.frozenBNEpsilon = frozenBNEps
         if let precision { s.precision = precision }
         s.labels = labels
+        s.minSize = minSize
+        s.maxSize = maxSize
         return s
+    }
+
+    func validate() throws {
+        for (flag, v) in [("--min-size", minSize), ("--max-size", maxSize)] {
+            if let v, !(32...8192).contains(v) { throw ValidationError("\(flag) must be 32...8192") }
+        }
+        if let lo = minSize, let hi = maxSize, lo > hi { throw ValidationError("--max-size must be at least --min-size") }
     }
 
     var weightsPath: String { weights ?? Defaults.weights }
@@ -136,6 +151,8 @@ struct Batch: ParsableCommand {
             if let v = model.frozenBNEps { s.frozenBNEpsilon = v }
             if let v = model.precision { s.precision = v }
             if let v = model.labels { s.labels = v }
+            if let v = model.minSize { s.minSize = v }
+            if let v = model.maxSize { s.maxSize = v }
             if let v = maskThreshold { s.maskThreshold = v }
             if let v = maxDetections { s.maxDetections = v }
             if let v = out { options.output.directory = v }
@@ -240,10 +257,17 @@ struct Model: ParsableCommand {
         @Option(name: .customLong("frozen-bn-eps"), help: "Frozen BatchNorm epsilon to record (default: the file's metadata, else 0.0).")
         var frozenBNEps: Float?
 
+        @Option(name: .customLong("min-size"), help: "min_size to record (default: the file's, else torchvision's 800).")
+        var minSize: Int?
+
+        @Option(name: .customLong("max-size"), help: "max_size to record (default: the file's, else torchvision's 1333).")
+        var maxSize: Int?
+
         func run() throws {
             try Segd.guarded {
                 let names = try labels.map { try ClassNames(contentsOf: $0) }
-                let r = try ModelConverter.convert(input: weights, output: out, classNames: names, frozenBNEpsilon: frozenBNEps)
+                let r = try ModelConverter.convert(input: weights, output: out, classNames: names, frozenBNEpsilon: frozenBNEps,
+                                                   minSize: minSize, maxSize: maxSize)
                 print("\(out): \(r.architecture), \(r.classes) classes, \(r.tensors) tensors, \(r.bytes) bytes"
                       + (r.droppedCounters > 0 ? " (\(r.droppedCounters) BatchNorm num_batches_tracked counters left out)" : ""))
                 for (file, read, load) in [(weights, r.inputReadSeconds, r.inputLoadSeconds), (out, r.outputReadSeconds, r.outputLoadSeconds)] {

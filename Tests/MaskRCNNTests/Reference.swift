@@ -12,7 +12,9 @@ struct ReferenceCase {
 
     init(_ name: String) throws {
         let dir = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(name)
-        weightsPath = dir.appendingPathComponent("weights.safetensors").path
+        // tiny/basic are read from their safetensors; the other layouts' fixtures are .pth only.
+        let safetensors = dir.appendingPathComponent("weights.safetensors").path
+        weightsPath = FileManager.default.fileExists(atPath: safetensors) ? safetensors : dir.appendingPathComponent("weights.pth").path
         stages = try WeightsFile.load(dir.appendingPathComponent("stages.safetensors").path)
     }
 

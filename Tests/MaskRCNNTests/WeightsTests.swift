@@ -167,11 +167,12 @@ final class WeightsTests: XCTestCase {
             "roi_heads.mask_head.mask_fcn01.weight": t,     // not str(int)
             "backbone.body.layer1.0.conv1.weight": t,
             "backbone.body.bn1.running_mean": t,
-            // dropped
+            // kept: the loader takes it with its BatchNorm (a stray one is an unused key)
             "backbone.body.bn1.num_batches_tracked": HostTensor(shape: [], values: [0], sourceDType: "I64"),
         ], metadata: ["_metadata/backbone.fpn/version": "1"], path: "old.pth")
         let new = old.normalizedTorchvisionKeys()
         XCTAssertEqual(new.keys, [
+            "backbone.body.bn1.num_batches_tracked",
             "backbone.body.bn1.running_mean",
             "backbone.body.layer1.0.conv1.weight",
             "backbone.fpn.inner_blocks.0.0.weight",

@@ -117,7 +117,9 @@ def write_model(name, outdir):
     tensors.update(alone_tensors(model, images, cfg))
     p = os.path.join(outdir, "stages.safetensors")
     mf.save_safetensors(tensors, p, {"model": name, "torch": torch.__version__, "torchvision": torchvision.__version__,
-                                     "classes": str(cfg["classes"]), "final_masks_max": str(cfg["final_masks_max"])})
+                                     "classes": str(cfg["classes"]), "final_masks_max": str(cfg["final_masks_max"]),
+                                     # a .pth does not carry torchvision's min_size / max_size: the tests set them
+                                     "min_size": str(cfg["min_size"]), "max_size": str(cfg["max_size"])})
     written.append(p)
     print(f"{name}: {sum(v.numel() for v in sd.values())} numbers in {len(sd)} tensors, "
           f"{sum(v.numel() for v in model.parameters())} parameters")
