@@ -78,6 +78,29 @@ final class FamilyTests: XCTestCase {
         }
     }
 
+    /// The full-size R50 builders (keys and shapes from torchvision, Fixtures/shapes/
+    /// torchvision_r50.json by make_r50_shapes.py; zero weights): the architecture segd reads
+    /// is the builder's, and `model info`'s count is torchvision's published num_params
+    /// (44,401,393 / 46,359,409 / 41,755,286 / 43,712,278).
+    func testFullSizeR50BuildersHaveTorchvisionsParameterCounts() throws {
+        struct Builder: Decodable { var num_params: Int; var shapes: [String: [Int]] }
+        let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("shapes/torchvision_r50.json")
+        let builders = try JSONDecoder().decode([String: Builder].self, from: Data(contentsOf: url))
+        XCTAssertEqual(builders.mapValues(\.num_params), ["maskrcnn_resnet50_fpn": 44_401_393, "maskrcnn_resnet50_fpn_v2": 46_359_409,
+                                                        "fasterrcnn_resnet50_fpn": 41_755_286, "fasterrcnn_resnet50_fpn_v2": 43_712_278])
+        for (name, b) in builders.sorted(by: { $0.key < $1.key }) {
+            var tensors: [String: HostTensor] = [:]
+            for (key, shape) in b.shapes {
+                // σ² = 1 so that folding stays finite; the values do not matter here.
+                let v: Float = key.hasSuffix("running_var") ? 1 : 0
+                tensors[key] = HostTensor(shape: shape, values: [Float](repeating: v, count: shape.reduce(1, *)), sourceDType: "F32")
+            }
+            let m = try MaskRCNN(stateDict: StateDict(tensors: tensors, metadata: [:], path: name))
+            XCTAssertEqual(m.architecture.name, name)
+            XCTAssertEqual(m.summary().totalParameters, b.num_params, name)
+        }
+    }
+
     func testBackbone() throws {
         for name in Self.all {
             let r = try ReferenceCase(name), m = try model(r)
