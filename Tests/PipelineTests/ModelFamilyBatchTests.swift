@@ -8,7 +8,8 @@
 // - faster: fasterrcnn_resnet50_fpn's layout: boxes only.
 // The models are small-width random-weight variants (a full-size .pth is 170 MB), saved
 // from torchvision with min_size 96 / max_size 160, which a .pth does not record: the
-// runs pass them (--min-size/--max-size, model.min_size/max_size).
+// runs pass them (--min-size/--max-size, model.min_size/max_size), and --precision fp32:
+// torchvision's arithmetic (auto computes in bf16 on an AVX512_BF16 or AMX CPU).
 //
 // Tolerances: the stage tests' (PNG is lossless, so the input pixels are torchvision's):
 // same labels in the same order, boxes within 0.01 px, scores within 1e-4, mask IoU ≥ 0.99.
@@ -79,7 +80,7 @@ final class ModelFamilyBatchTests: XCTestCase {
         let dir = try scratchDirectory(self)
         let input = try inputs("tutorial", in: dir)
         let out = dir.appendingPathComponent("out"), plain = dir.appendingPathComponent("plain")
-        let common = ["--weights", Self.fixture("tutorial", "weights.pth"), "--min-size", "96", "--max-size", "160", "--annotate-score", "0.2"]
+        let common = ["--precision", "fp32", "--weights", Self.fixture("tutorial", "weights.pth"), "--min-size", "96", "--max-size", "160", "--annotate-score", "0.2"]
         try run(["batch", input.path, "--out", out.path, "--labels", Self.fixture("tutorial", "labels.txt")] + common)
         try assertMatchesTorchvision("tutorial", out: out, classes: ["__background__", "pedestrian", "cyclist"], masks: true)
         // The annotated image is drawn with the names: without --labels it says class1/class2,
@@ -113,7 +114,7 @@ final class ModelFamilyBatchTests: XCTestCase {
         outputs:
           directory: \(out.path)
         """.write(to: config, atomically: true, encoding: .utf8)
-        try run(["batch", input.path, "--config", config.path])
+        try run(["batch", input.path, "--config", config.path, "--precision", "fp32"])
         try assertMatchesTorchvision("v2", out: out, classes: ["__background__", "cat", "dog", "bird"], masks: true)
     }
 
@@ -121,7 +122,7 @@ final class ModelFamilyBatchTests: XCTestCase {
         let dir = try scratchDirectory(self)
         let input = try inputs("faster", in: dir)
         let out = dir.appendingPathComponent("out")
-        try run(["batch", input.path, "--out", out.path, "--weights", Self.fixture("faster", "weights.pth"),
+        try run(["batch", input.path, "--out", out.path, "--precision", "fp32", "--weights", Self.fixture("faster", "weights.pth"),
                  "--min-size", "96", "--max-size", "160", "--annotate-score", "0.2"])
         try assertMatchesTorchvision("faster", out: out, classes: ["__background__", "class1", "class2", "class3"], masks: false)
         XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("image0.png").path), "annotated with boxes and labels")
