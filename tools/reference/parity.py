@@ -19,8 +19,10 @@ one does not, 2 when segd fails. torchvision runs one image at a time (--tv-batc
 to batch): with a batch the padded canvas, and so the border pixels of the
 features, depend on the other images, so segd must batch the same way.
 
-Options: --model r50|tiny|basic (architecture of the weights; tiny/basic are the
-fixture models of tools/reference/tiny.py), --score T (0.05), --segd-out DIR (read
+Options: --model r50|r50_v2|tiny|basic|v2|tutorial (architecture of the weights;
+r50_v2 is maskrcnn_resnet50_fpn_v2 (tiny.build_r50_v2); tiny/basic are the fixture models
+of tools/reference/tiny.py, v2/tutorial those of families.py, whose min_size / max_size
+segd needs as --segd-arg=--min-size=96 --segd-arg=--max-size=160), --score T (0.05), --segd-out DIR (read
 an existing segd output instead of running segd), --segd-arg ARG (extra argument
 for segd, repeatable), --threads N (torch threads, 1), --json FILE (full report).
 """
@@ -82,6 +84,13 @@ def build_model(kind, weights, score):
     import tiny
     if kind == "r50":
         m = tiny.build_r50(weights, score)
+    elif kind == "r50_v2":
+        m = tiny.build_r50_v2(weights, score)
+    elif kind in ("v2", "tutorial"):
+        import families
+        m, _ = families.build(kind)
+        m.load_state_dict(tiny.load_state_dict(weights))
+        m.roi_heads.score_thresh = score
     else:
         m, _ = tiny.build(kind)
         m.load_state_dict(tiny.load_state_dict(weights))
@@ -194,7 +203,7 @@ def main():
     ap.add_argument("images", nargs="+")
     ap.add_argument("--segd", default="segd", help="segd binary")
     ap.add_argument("--weights", required=True, help=".pth (or .safetensors) state dict")
-    ap.add_argument("--model", choices=["r50", "tiny", "basic"], default="r50")
+    ap.add_argument("--model", choices=["r50", "r50_v2", "tiny", "basic", "v2", "tutorial"], default="r50")
     ap.add_argument("--score", type=float, default=0.05)
     ap.add_argument("--segd-out", help="read this existing segd output folder instead of running segd")
     ap.add_argument("--segd-arg", action="append", default=[], help="extra argument for segd (repeatable)")

@@ -275,6 +275,24 @@ def build_r50(weights=None, score=0.05):
     return m.eval()
 
 
+def build_r50_v2(weights=None, score=0.05):
+    """maskrcnn_resnet50_fpn_v2 (torchvision's builder, weights=None), seed 0, with the
+    BatchNorm2d statistics drawn as build_r50 draws FrozenBN's (a fresh BN is the
+    identity), optionally overwritten by a state dict."""
+    from torch import nn
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+    torch.manual_seed(0)
+    m = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, box_score_thresh=score)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5); mod.bias.normal_(0.0, 0.1)
+                mod.running_mean.normal_(0.0, 0.1); mod.running_var.uniform_(0.5, 1.5)
+    if weights:
+        m.load_state_dict(load_state_dict(weights))
+    return m.eval()
+
+
 def load_state_dict(path):
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
