@@ -13,18 +13,6 @@ import Tensor
 import XCTest
 
 final class FamilyTests: XCTestCase {
-    /// Pinned to the direct convolution (torchvision's arithmetic) while Conv2d's winograd
-    /// path is broken for a layer that runs at a second batch size: with `.measured`, the v2
-    /// box head's convs (7×7, one batch size per proposal count) gave 0 of torchvision's 92
-    /// detections on the second run, the tutorial's mask IoU fell to 0.87, and two 8→8 3×3
-    /// layers at 7×7 run with `.always`, first on 600 then on 2 maps, abort with "free():
-    /// invalid pointer". Winograd itself differs from direct by ~1e-6 of a layer's scale
-    /// (each of those layers alone), far inside these tolerances: delete these three lines
-    /// once the bug is fixed.
-    private var savedWinograd = Device.cpu.winograd
-    override func setUp() { savedWinograd = Device.cpu.winograd; Device.cpu.winograd = .off }
-    override func tearDown() { Device.cpu.winograd = savedWinograd }
-
     static let all = ["v2", "faster", "faster_v2", "tutorial"]
     static let v2Layouts = ["v2", "faster_v2"]
 
