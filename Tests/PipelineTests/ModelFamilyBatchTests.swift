@@ -132,4 +132,27 @@ final class ModelFamilyBatchTests: XCTestCase {
         XCTAssertGreaterThan(coco.count, 0)
         XCTAssertTrue(coco.allSatisfy { ($0["bbox"] as? [Any])?.count == 4 && $0["segmentation"] == nil })
     }
+
+    /// `segd model info` prints torchvision's parameter count; `segd model convert` records the
+    /// names (and min/max size) so that the converted file needs no flags, and states both load times.
+    func testModelInfoAndConvert() throws {
+        for (model, arch, count) in [("v2", "maskrcnn_resnet14_fpn_v2", "38,079"), ("faster", "fasterrcnn_resnet10_fpn", "49,851"),
+                                     ("faster_v2", "fasterrcnn_resnet14_fpn_v2", "35,411"), ("tutorial", "maskrcnn_resnet14_fpn", "35,097")] {
+            let info = try Segd.run(["model", "info", Self.fixture(model, "weights.pth"), "--input", "128x128"])
+            XCTAssertEqual(info.status, 0, info.stderr)
+            XCTAssertTrue(info.stdout.contains("architecture: \(arch) "), info.stdout)
+            XCTAssertTrue(info.stdout.split(separator: "\n").contains { $0.hasPrefix("total parameters") && $0.hasSuffix(" \(count)") },
+                          "\(model): \(info.stdout.split(separator: "\n").last ?? "")")
+        }
+        let dir = try scratchDirectory(self)
+        let converted = dir.appendingPathComponent("tuned.safetensors").path
+        let r = try Segd.run(["model", "convert", Self.fixture("tutorial", "weights.pth"), "--labels", Self.fixture("tutorial", "labels.txt"),
+                              "--min-size", "96", "--max-size", "160", "--out", converted])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("maskrcnn_resnet14_fpn, 3 classes"), r.stdout)
+        XCTAssertEqual(r.stdout.split(separator: "\n").filter { $0.hasPrefix("load time ") }.count, 2, r.stdout)
+        let input = try inputs("tutorial", in: dir), out = dir.appendingPathComponent("out")
+        try run(["batch", input.path, "--out", out.path, "--precision", "fp32", "--weights", converted, "--no-annotate"])
+        try assertMatchesTorchvision("tutorial", out: out, classes: ["__background__", "pedestrian", "cyclist"], masks: true)
+    }
 }
