@@ -99,3 +99,15 @@ func ulpDistance(_ a: Float, _ b: Float) -> Int {
     func key(_ x: Float) -> Int { let b = Int(Int32(bitPattern: x.bitPattern)); return b < 0 ? Int(Int32.min) - b : b }
     return abs(key(a) - key(b))
 }
+
+extension Fixture {
+    /// Conv2d from a fixture case: geometry from `geom`, weights in PyTorch's layout.
+    func conv(_ name: String) throws -> Conv2d {
+        let p = "conv.\(name)."
+        let g = try ints(p + "geom")
+        let geometry = ConvGeometry(inChannels: g[0], outChannels: g[1], kernel: g[2], stride: g[3], padding: g[4],
+                                    dilation: g[5], groups: g[6])
+        return try Conv2d(geometry, weight: floats(p + "w"), bias: g[9] == 1 ? floats(p + "b") : nil,
+                          relu: g[8] == 1, transposed: g[7] == 1)
+    }
+}

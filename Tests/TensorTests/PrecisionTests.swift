@@ -33,14 +33,7 @@ final class PrecisionTests: XCTestCase {
         }
     }
 
-    func conv(_ name: String) throws -> Conv2d {
-        let f = try f, p = "conv.\(name)."
-        let g = try f.ints(p + "geom")
-        let geometry = ConvGeometry(inChannels: g[0], outChannels: g[1], kernel: g[2], stride: g[3], padding: g[4],
-                                    dilation: g[5], groups: g[6])
-        return try Conv2d(geometry, weight: f.floats(p + "w"), bias: g[9] == 1 ? f.floats(p + "b") : nil,
-                          relu: g[8] == 1, transposed: g[7] == 1)
-    }
+    func conv(_ name: String) throws -> Conv2d { try f.conv(name) }
 
     func assertBF16Close(_ a: [Float], _ b: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
         assertClose(a, b, scaled: Self.bf16MaxTolerance, what, file: file, line: line)
@@ -178,6 +171,20 @@ final class PrecisionTests: XCTestCase {
 
     // MARK: winograd
 
+    /// A random 3×3 stride-1 layer (c → c, bias, ReLU) and input, and the layer's direct
+    /// output, computed with winograd off.
+    func random3x3(n: Int, c: Int, h: Int, w: Int, weightScale: Float) throws
+        -> (g: ConvGeometry, weights: [Float], bias: [Float], input: Tensor, direct: [Float]) {
+        var rng = SystemRandomNumberGenerator()
+        let weights = (0..<(c * c * 9)).map { _ in Float.random(in: -1...1, using: &rng) * weightScale }
+        let bias = (0..<c).map { _ in Float.random(in: -0.1...0.1, using: &rng) }
+        let input = Tensor(shape: [n, c, h, w], values: (0..<(n * c * h * w)).map { _ in Float.random(in: -1...1, using: &rng) })
+        let g = ConvGeometry(inChannels: c, outChannels: c, kernel: 3, padding: 1)
+        Device.cpu.winograd = .off
+        let direct = try Conv2d(g, weight: weights, bias: bias, relu: true)(input).toArray()
+        return (g, weights, bias, input, direct)
+    }
+
     func testWinogradAgainstDirect() throws {
         guard Device.cpu.isa.hasAVX512 else {
             throw XCTSkip("oneDNN 2.6's winograd needs the CPU flag avx512f; oneDNN's ISA here is \(Device.cpu.isa)")
@@ -186,14 +193,8 @@ final class PrecisionTests: XCTestCase {
         let saved = device.winograd
         defer { device.winograd = saved }
         // A 3×3 stride-1 layer at the sizes the model runs (64 → 64 channels, 2 images).
-        var rng = SystemRandomNumberGenerator()
         let c = 64, h = 40, w = 56
-        let weights = (0..<(c * c * 9)).map { _ in Float.random(in: -1...1, using: &rng) / Float(3 * 8) }
-        let bias = (0..<c).map { _ in Float.random(in: -0.1...0.1, using: &rng) }
-        let input = Tensor(shape: [2, c, h, w], values: (0..<(2 * c * h * w)).map { _ in Float.random(in: -1...1, using: &rng) })
-        let g = ConvGeometry(inChannels: c, outChannels: c, kernel: 3, padding: 1)
-        device.winograd = .off
-        let direct = try Conv2d(g, weight: weights, bias: bias, relu: true)(input).toArray()
+        let (g, weights, bias, input, direct) = try random3x3(n: 2, c: c, h: h, w: w, weightScale: 1 / Float(3 * 8))
         device.winograd = .always
         let wino = try Conv2d(g, weight: weights, bias: bias, relu: true)
         let y = try wino(input)
@@ -228,14 +229,8 @@ final class PrecisionTests: XCTestCase {
         let device = Device.cpu
         let saved = device.winograd
         defer { device.winograd = saved }
-        var rng = SystemRandomNumberGenerator()
         for (n, c, h, w) in [(20, 256, 14, 14), (1, 64, 100, 152), (1, 256, 25, 38)] {
-            let weights = (0..<(c * c * 9)).map { _ in Float.random(in: -1...1, using: &rng) / Float(3 * c).squareRoot() }
-            let bias = (0..<c).map { _ in Float.random(in: -0.1...0.1, using: &rng) }
-            let input = Tensor(shape: [n, c, h, w], values: (0..<(n * c * h * w)).map { _ in Float.random(in: -1...1, using: &rng) })
-            let g = ConvGeometry(inChannels: c, outChannels: c, kernel: 3, padding: 1)
-            device.winograd = .off
-            let direct = try Conv2d(g, weight: weights, bias: bias, relu: true)(input).toArray()
+            let (g, weights, bias, input, direct) = try random3x3(n: n, c: c, h: h, w: w, weightScale: 1 / Float(3 * c).squareRoot())
             device.winograd = .always
             let wino = try Conv2d(g, weight: weights, bias: bias, relu: true)
             let y = try wino(input).toArray()

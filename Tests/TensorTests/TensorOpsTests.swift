@@ -50,15 +50,7 @@ final class TensorOpsTests: XCTestCase {
 
     // MARK: convolution
 
-    /// Conv2d from a fixture case: geometry from `geom`, weights in PyTorch's layout.
-    func conv(_ name: String) throws -> Conv2d {
-        let f = try f, p = "conv.\(name)."
-        let g = try f.ints(p + "geom")
-        let geometry = ConvGeometry(inChannels: g[0], outChannels: g[1], kernel: g[2], stride: g[3], padding: g[4],
-                                    dilation: g[5], groups: g[6])
-        return try Conv2d(geometry, weight: f.floats(p + "w"), bias: g[9] == 1 ? f.floats(p + "b") : nil,
-                          relu: g[8] == 1, transposed: g[7] == 1)
-    }
+    func conv(_ name: String) throws -> Conv2d { try f.conv(name) }
 
     func testConv2d() throws {
         let f = try f
