@@ -195,23 +195,6 @@ final class FamilyTests: XCTestCase {
         }
     }
 
-    func assertMasks(_ d: Detections, _ refMasks: HostTensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        let (n, h, w) = (refMasks.shape[0], refMasks.shape[1], refMasks.shape[2])
-        XCTAssertEqual([h, w], [d.imageHeight, d.imageWidth], what, file: file, line: line)
-        for j in 0..<min(n, d.count) {
-            let mask = d.mask(j)
-            var inter = 0, union = 0
-            for y in 0..<h {
-                for x in 0..<w {
-                    let a = mask[x, y] != 0, b = refMasks.values[(j * h + y) * w + x] != 0
-                    if a && b { inter += 1 }
-                    if a || b { union += 1 }
-                }
-            }
-            XCTAssertGreaterThanOrEqual(union == 0 ? 1 : Double(inter) / Double(union), 0.99, "\(what) mask \(j) IoU", file: file, line: line)
-        }
-    }
-
     // MARK: strict loading of the v2 layout
 
     func v2State() throws -> StateDict { try WeightsFile.load(ReferenceCase("v2").weightsPath) }

@@ -78,3 +78,21 @@ func assertSameDetections(boxes: [Float], scores: [Float], labels: [Int], refere
 extension HostTensor {
     var tensor: Tensor { Tensor(shape: shape, values: values) }
 }
+
+/// Each detection's pasted mask against the reference's (same image size; IoU ≥ 0.99).
+func assertMasks(_ d: Detections, _ refMasks: HostTensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    let (n, h, w) = (refMasks.shape[0], refMasks.shape[1], refMasks.shape[2])
+    XCTAssertEqual([h, w], [d.imageHeight, d.imageWidth], what, file: file, line: line)
+    for j in 0..<min(n, d.count) {
+        let mask = d.mask(j)
+        var inter = 0, union = 0
+        for y in 0..<h {
+            for x in 0..<w {
+                let a = mask[x, y] != 0, b = refMasks.values[(j * h + y) * w + x] != 0
+                if a && b { inter += 1 }
+                if a || b { union += 1 }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(union == 0 ? 1 : Double(inter) / Double(union), 0.99, "\(what) mask \(j) IoU", file: file, line: line)
+    }
+}
