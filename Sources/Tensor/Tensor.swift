@@ -55,7 +55,9 @@ public final class Tensor: @unchecked Sendable {
         Tensor(desc: try! MD.make(shape, MD.plainTag(shape.count)), shape: shape)
     }
 
-    private init(viewOf base: Tensor, shape: [Int]) {
+    /// A plain view of the first elements of `base`'s storage (`shape` no larger than it).
+    init(viewOf base: Tensor, shape: [Int]) {
+        precondition(shape.reduce(1, *) <= base.count, "Tensor view \(shape) larger than \(base.shape)")
         self.shape = shape
         dtype = base.dtype
         device = base.device
@@ -166,6 +168,8 @@ final class PrimitiveCache<Value>: @unchecked Sendable {
 
     func peek(_ key: [Int]) -> Value? { lock.withLock { entries[key] } }
 
+    var values: [Value] { lock.withLock { Array(entries.values) } }
+
     func get(_ key: [Int], create: () throws -> Value) rethrows -> Value {
         lock.lock()
         if let v = entries[key] { lock.unlock(); return v }
@@ -221,8 +225,7 @@ final class WeightCopy: @unchecked Sendable {
         try lock.withLock {
             if md.format_kind == dnnl_format_kind_wino {
                 if let t = transformed.first(where: { MD.equal($0.desc, md) }) { return t }
-                let plain = try tensor.copy(to: MD.make(tensor.shape, MD.plainTag(tensor.shape.count), .f32))
-                let t = try plain.copy(to: md)
+                let t = try plainF32().copy(to: md)
                 transformed.append(t)
                 return t
             }
@@ -232,5 +235,12 @@ final class WeightCopy: @unchecked Sendable {
             tensor = try tensor.reordered(to: md)
             return tensor
         }
+    }
+
+    /// A temporary plain f32 copy (the source of a transform segd computes itself).
+    func plainCopy() throws -> Tensor { try lock.withLock { try plainF32() } }
+
+    private func plainF32() throws -> Tensor {
+        try tensor.copy(to: MD.make(tensor.shape, MD.plainTag(tensor.shape.count), .f32))
     }
 }

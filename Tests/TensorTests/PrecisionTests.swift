@@ -203,7 +203,8 @@ final class PrecisionTests: XCTestCase {
         assertClose(try y.toArray(), direct, scaled: 1e-4, "winograd vs direct")
         XCTAssertNotEqual(try y.toArray(), direct, "winograd gave direct's exact sums: did it run?")
 
-        // `.measured` tries both once per spatial size, then keeps the faster.
+        // `.measured` tries each candidate once per spatial size (direct, oneDNN's winograd,
+        // segd's own: WinogradMatmulTests), then keeps the fastest.
         device.winograd = .measured
         let measured = try Conv2d(g, weight: weights, bias: bias, relu: true)
         XCTAssertNil(measured.algorithm(height: h, width: w))
@@ -211,9 +212,12 @@ final class PrecisionTests: XCTestCase {
         assertIdentical(first, direct, "the first measured call runs direct")
         assertClose(second, direct, scaled: 1e-4, "the second measured call runs winograd")
         XCTAssertNotEqual(second, first, "the second measured call runs winograd (from weights already reordered for direct)")
-        let chosen = try XCTUnwrap(measured.algorithm(height: h, width: w))
         let third = try measured(input).toArray()
-        assertIdentical(third, chosen == .direct ? first : second, "later calls keep the faster (\(chosen))")
+        assertClose(third, direct, scaled: 1e-4, "the third measured call runs segd's winograd")
+        let chosen = try XCTUnwrap(measured.algorithm(height: h, width: w))
+        let fourth = try measured(input).toArray()
+        assertIdentical(fourth, [ConvAlgorithm.direct: first, .winograd: second, .winogradMatmul: third][chosen]!,
+                        "later calls keep the fastest (\(chosen))")
         // Not a candidate: stride 2 stays direct with no measurement.
         let s2 = try Conv2d(ConvGeometry(inChannels: c, outChannels: c, kernel: 3, stride: 2, padding: 1), weight: weights, bias: bias)
         _ = try s2(input)

@@ -55,7 +55,13 @@ final class ConvPlan: @unchecked Sendable {
 /// AVX-512 only in oneDNN 2.6) does 3×3 stride-1 layers in about half the multiplies of
 /// the direct method, but its transforms cost memory traffic that small maps do not repay.
 public enum ConvAlgorithm: String, Sendable {
-    case direct, winograd
+    /// oneDNN's direct kernel (brgconv, jit).
+    case direct
+    /// oneDNN's winograd kernel (AVX-512 only).
+    case winograd
+    /// segd's own winograd F(4×4, 3×3): Swift SIMD transforms around one oneDNN batched
+    /// matmul (`WinogradMatmul`), for any CPU, so AVX2-only machines have one too.
+    case winogradMatmul = "winograd-matmul"
 }
 
 /// Which algorithm eligible layers use. `.measured` times both on the layer's first two
@@ -69,11 +75,13 @@ public enum WinogradPolicy: String, Sendable {
 /// The per-layer choice between direct and winograd at one spatial size.
 final class AlgorithmChoice: @unchecked Sendable {
     private var timings: [ConvAlgorithm: Double] = [:]
+    private var candidates: [ConvAlgorithm] = []
     private let lock = NSLock()
 
     /// The algorithm the next call should run: each candidate once, then the fastest.
     func next(_ candidates: [ConvAlgorithm]) -> ConvAlgorithm {
         lock.withLock {
+            self.candidates = candidates
             if let untried = candidates.first(where: { timings[$0] == nil }) { return untried }
             return candidates.min { timings[$0]! < timings[$1]! }!
         }
@@ -84,7 +92,9 @@ final class AlgorithmChoice: @unchecked Sendable {
     }
 
     var decided: ConvAlgorithm? {
-        lock.withLock { timings.count < 2 ? nil : timings.min { $0.value < $1.value }!.key }
+        lock.withLock {
+            candidates.isEmpty || candidates.contains { timings[$0] == nil } ? nil : timings.min { $0.value < $1.value }!.key
+        }
     }
 }
 
@@ -108,6 +118,10 @@ public final class Conv2d: @unchecked Sendable {
     /// deconvolution took 3.2 s for the mask head's 100×256×14×14 input on this
     /// machine; the 1×1 convolution does the same 5.1 G multiply-adds at the direct rate.
     private let pointwise: Conv2d?
+    /// The layer's own-winograd form, made when first tried and dropped once every spatial
+    /// size measured so far chose another algorithm (its weights are 4× the layer's).
+    private var ownWinograd: WinogradMatmul?
+    private let ownWinogradLock = NSLock()
 
     /// - Parameters:
     ///   - weight: values in PyTorch's layout for the layer kind.
@@ -167,12 +181,18 @@ public final class Conv2d: @unchecked Sendable {
     static let winogradScratchpadBudget = 24 << 20
     static let winogradWeightBudget = 12 << 20
 
-    /// Whether oneDNN's winograd can compute this layer: 3×3, stride 1, no dilation or
-    /// groups, f32 (oneDNN 2.6 has no bf16 winograd), on a CPU with a winograd kernel.
-    private func winogradCandidate(_ dtype: DType) -> Bool {
+    /// The algorithms that can compute this layer for an input of `dtype` with output
+    /// `outputType`: winograd for 3×3, stride-1, undilated, ungrouped f32 layers only
+    /// (oneDNN 2.6 has no bf16 winograd), oneDNN's where the CPU has AVX-512, segd's own
+    /// within the transformed-weight budget.
+    private func candidates(_ dtype: DType, _ outputType: DType) -> [ConvAlgorithm] {
         let g = geometry
-        return !transposed && g.kernel == 3 && g.stride == 1 && g.dilation == 1 && g.groups == 1 && dtype == .f32
-            && device.winograd != .off && device.isa.hasAVX512
+        guard !transposed, g.kernel == 3, g.stride == 1, g.dilation == 1, g.groups == 1, dtype == .f32,
+              outputType == .f32, device.winograd != .off else { return [.direct] }
+        var c: [ConvAlgorithm] = [.direct]
+        if device.isa.hasAVX512 { c.append(.winograd) }
+        if WinogradMatmul.eligible(g), WinogradMatmul.transformedBytes(g) <= Self.winogradWeightBudget { c.append(.winogradMatmul) }
+        return c
     }
 
     private func plan(for x: Tensor, sum: Bool, outputType: DType, algorithm: ConvAlgorithm) throws -> ConvPlan {
@@ -218,24 +238,44 @@ public final class Conv2d: @unchecked Sendable {
         }
     }
 
-    /// The plan for this call: direct, or winograd where the device's policy and (for
-    /// `.measured`) this layer's timings at this spatial size say so. A CPU without a
-    /// winograd kernel (oneDNN reports unimplemented) stays direct.
-    private func choosePlan(for x: Tensor, sum: Bool, outputType: DType) throws -> (ConvPlan, AlgorithmChoice?) {
-        guard winogradCandidate(x.dtype) else {
-            return (try plan(for: x, sum: sum, outputType: outputType, algorithm: .direct), nil)
-        }
-        if device.winograd == .always {
-            return (try plan(for: x, sum: sum, outputType: outputType, algorithm: .winograd), nil)
-        }
+    /// The algorithm for this call: direct, or winograd where the device's policy and (for
+    /// `.measured`) this layer's timings at this spatial size say so.
+    private func chooseAlgorithm(for x: Tensor, sum: Bool, outputType: DType) -> (ConvAlgorithm, AlgorithmChoice?) {
+        let c = candidates(x.dtype, outputType)
+        guard c.count > 1 else { return (.direct, nil) }
+        if device.winograd == .always { return (c[1], nil) }
         let choice = choices.get([x.shape[2], x.shape[3], sum ? 1 : 0]) { AlgorithmChoice() }
-        let algorithm = choice.next([.direct, .winograd])
+        return (choice.next(c), choice)
+    }
+
+    /// The oneDNN plan for `algorithm` (direct or oneDNN's winograd). A CPU without a
+    /// winograd kernel, or a layer over its budget (oneDNN reports unimplemented), stays
+    /// direct, and the measured choice learns it.
+    private func oneDNNPlan(for x: Tensor, sum: Bool, outputType: DType, algorithm: ConvAlgorithm,
+                            choice: AlgorithmChoice?) throws -> ConvPlan {
         do {
-            return (try plan(for: x, sum: sum, outputType: outputType, algorithm: algorithm), choice)
+            return try plan(for: x, sum: sum, outputType: outputType, algorithm: algorithm)
         } catch TensorError.dnnl(status: dnnl_unimplemented, _, _) where algorithm == .winograd {
-            choice.record(.winograd, seconds: .infinity)
-            return (try plan(for: x, sum: sum, outputType: outputType, algorithm: .direct), choice)
+            choice?.record(.winograd, seconds: .infinity)
+            return try plan(for: x, sum: sum, outputType: outputType, algorithm: .direct)
         }
+    }
+
+    /// The own-winograd form, made on first use.
+    private func winogradMatmul() -> WinogradMatmul {
+        ownWinogradLock.withLock {
+            if let w = ownWinograd { return w }
+            let w = WinogradMatmul(geometry, bias: bias, relu: relu, device: device)
+            ownWinograd = w
+            return w
+        }
+    }
+
+    /// Frees the own-winograd form once every measured size chose another algorithm.
+    private func releaseOwnWinogradIfUnused() {
+        let decided = choices.values.map(\.decided)
+        guard !decided.contains(where: { $0 == nil || $0 == .winogradMatmul }) else { return }
+        ownWinogradLock.withLock { ownWinograd = nil }
     }
 
     /// The algorithm this layer settled on for inputs of spatial size h×w (nil while
@@ -272,7 +312,19 @@ public final class Conv2d: @unchecked Sendable {
         if let pointwise, residual == nil {
             return try depthToSpace(pointwise(x, outputType: .f32).host(), factor: g.kernel).converted(to: outputType)
         }
-        let (p, choice) = try choosePlan(for: x, sum: residual != nil, outputType: outputType)
+        var (algorithm, choice) = chooseAlgorithm(for: x, sum: residual != nil, outputType: outputType)
+        if algorithm == .winogradMatmul {
+            let own = winogradMatmul()
+            let plainWeights = { try self.weight.plainCopy() }
+            try own.prepare(for: x.shape, plainWeights: plainWeights)
+            let start = DispatchTime.now().uptimeNanoseconds
+            let y = try own(x, adding: residual, plainWeights: plainWeights)
+            choice?.record(.winogradMatmul, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(max(x.shape[0], 1)))
+            if choice?.decided != nil { releaseOwnWinogradIfUnused() }
+            return y
+        }
+        let p = try oneDNNPlan(for: x, sum: residual != nil, outputType: outputType, algorithm: algorithm, choice: choice)
+        algorithm = p.algorithm
         let src = try x.reordered(to: p.srcDesc)
         let dst: Tensor
         if let residual {
@@ -288,14 +340,19 @@ public final class Conv2d: @unchecked Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         try p.primitive.execute(args)
         // Per image: the mask head's batch (N = detections) changes from call to call.
-        choice?.record(p.algorithm, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(max(x.shape[0], 1)))
+        choice?.record(algorithm, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(max(x.shape[0], 1)))
+        if choice?.decided != nil, ownWinogradLock.withLock({ ownWinograd != nil }) { releaseOwnWinogradIfUnused() }
         return dst
     }
 
-    /// oneDNN's name for the kernel that ran (e.g. `brgconv:avx512_core_bf16`) at this input.
+    /// The name of the kernel that would run at this input: oneDNN's (e.g.
+    /// `brgconv:avx512_core_bf16`), or `winograd-matmul` with the matmul's.
     public func implementation(for x: Tensor) throws -> String {
-        let (p, _) = try choosePlan(for: x, sum: false, outputType: x.dtype)
-        return p.primitive.implementation
+        let (algorithm, choice) = chooseAlgorithm(for: x, sum: false, outputType: x.dtype)
+        if algorithm == .winogradMatmul {
+            return "winograd-matmul (\(try winogradMatmul().implementation(for: x.shape)))"
+        }
+        return try oneDNNPlan(for: x, sum: false, outputType: x.dtype, algorithm: algorithm, choice: choice).primitive.implementation
     }
 }
 
