@@ -189,7 +189,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Images per model call (the images cycle to fill each batch).")
     var batch = 1
 
-    @Option(help: "fp32 3×3 layers: measured (winograd where it times faster within its memory budget, the default), off (direct), always (winograd wherever oneDNN has it).")
+    @Option(help: "fp32 3×3 layers: measured (the CPU's winograd — oneDNN's on AVX-512, segd's own elsewhere — where it times faster within its memory budget, the default), off (direct), always (the CPU's winograd wherever it runs), own (segd's winograd F(4×4,3×3) wherever it runs).")
     var winograd: WinogradPolicy = .measured
 
     @Argument(help: "Images to time.")

@@ -64,12 +64,18 @@ public enum ConvAlgorithm: String, Sendable {
     case winogradMatmul = "winograd-matmul"
 }
 
-/// Which algorithm eligible layers use. `.measured` times both on the layer's first two
-/// calls at each spatial size and keeps the faster (measured on a 2-core Zen 4 EPYC:
-/// winograd 1.9× direct for the mask head's 100×256×14×14, 1.4× for a 64-channel 200×304
-/// map, 0.6× for a 256-channel 25×38 one: no fixed rule fits every layer).
+/// Which algorithm eligible layers use. `.measured` times direct and the CPU's winograd on
+/// a layer's first two calls at each spatial size and keeps the faster (measured on a
+/// 2-core Zen 4 EPYC: oneDNN's winograd 1.9× direct for the mask head's 100×256×14×14,
+/// 1.4× for a 64-channel 200×304 map, 0.6× for a 256-channel 25×38 one: no fixed rule
+/// fits every layer). The CPU's winograd is oneDNN's where it has one (AVX-512), segd's
+/// own (`WinogradMatmul`) elsewhere.
 public enum WinogradPolicy: String, Sendable {
-    case measured, off, always
+    case measured, off
+    /// The CPU's winograd wherever it can run (oneDNN's, else segd's).
+    case always
+    /// segd's own winograd wherever it can run, on any CPU (to compare with oneDNN's).
+    case own
 }
 
 /// The per-layer choice between direct and winograd at one spatial size.
@@ -181,18 +187,34 @@ public final class Conv2d: @unchecked Sendable {
     static let winogradScratchpadBudget = 24 << 20
     static let winogradWeightBudget = 12 << 20
 
-    /// The algorithms that can compute this layer for an input of `dtype` with output
-    /// `outputType`: winograd for 3×3, stride-1, undilated, ungrouped f32 layers only
-    /// (oneDNN 2.6 has no bf16 winograd), oneDNN's where the CPU has AVX-512, segd's own
-    /// within the transformed-weight budget.
-    private func candidates(_ dtype: DType, _ outputType: DType) -> [ConvAlgorithm] {
+    /// segd's winograd is measured only for layers that produce at least this many output
+    /// pixels per call: its transformed weights are 4× the layer's and kept beside them, and
+    /// smaller layers save too little for the memory (R50 on AVX2 with every eligible layer
+    /// transformed: +151 MB peak RSS, mostly layer3's 50×76 maps, each 4.5 GFLOP a call).
+    static let ownWinogradMinimumOutput = 1 << 14
+
+    /// The algorithms that can compute this layer for input `x` with output `outputType`:
+    /// winograd for 3×3, stride-1, undilated, ungrouped f32 layers only (oneDNN 2.6 has no
+    /// bf16 winograd): oneDNN's where the CPU has AVX-512, else segd's own for layers with
+    /// channels in multiples of 8, within the transformed-weight budget, large enough to pay.
+    private func candidates(_ x: Tensor, _ outputType: DType) -> [ConvAlgorithm] {
         let g = geometry
-        guard !transposed, g.kernel == 3, g.stride == 1, g.dilation == 1, g.groups == 1, dtype == .f32,
-              outputType == .f32, device.winograd != .off else { return [.direct] }
-        var c: [ConvAlgorithm] = [.direct]
-        if device.isa.hasAVX512 { c.append(.winograd) }
-        if WinogradMatmul.eligible(g), WinogradMatmul.transformedBytes(g) <= Self.winogradWeightBudget { c.append(.winogradMatmul) }
-        return c
+        let policy = device.winograd
+        guard !transposed, g.kernel == 3, g.stride == 1, g.dilation == 1, g.groups == 1, x.dtype == .f32,
+              outputType == .f32, policy != .off else { return [.direct] }
+        let own = WinogradMatmul.eligible(g)
+        switch policy {
+        case .own:
+            return own ? [.direct, .winogradMatmul] : [.direct]
+        case .always where !device.isa.hasAVX512:
+            return own ? [.direct, .winogradMatmul] : [.direct]
+        case .measured where !device.isa.hasAVX512:
+            let output = x.shape[0] * g.outputSize(x.shape[2]) * g.outputSize(x.shape[3])
+            return own && WinogradMatmul.transformedBytes(g) <= Self.winogradWeightBudget
+                && output >= Self.ownWinogradMinimumOutput ? [.direct, .winogradMatmul] : [.direct]
+        default:
+            return [.direct, .winograd]
+        }
     }
 
     private func plan(for x: Tensor, sum: Bool, outputType: DType, algorithm: ConvAlgorithm) throws -> ConvPlan {
@@ -241,9 +263,9 @@ public final class Conv2d: @unchecked Sendable {
     /// The algorithm for this call: direct, or winograd where the device's policy and (for
     /// `.measured`) this layer's timings at this spatial size say so.
     private func chooseAlgorithm(for x: Tensor, sum: Bool, outputType: DType) -> (ConvAlgorithm, AlgorithmChoice?) {
-        let c = candidates(x.dtype, outputType)
+        let c = candidates(x, outputType)
         guard c.count > 1 else { return (.direct, nil) }
-        if device.winograd == .always { return (c[1], nil) }
+        if device.winograd == .always || device.winograd == .own { return (c[1], nil) }
         let choice = choices.get([x.shape[2], x.shape[3], sum ? 1 : 0]) { AlgorithmChoice() }
         return (choice.next(c), choice)
     }
