@@ -39,7 +39,7 @@ public struct ImageBatch: @unchecked Sendable {
 }
 
 /// The FPN outputs P2..P6 in oneDNN's layout (and the model's element type), and P2..P5
-/// as channels-last f32 host tensors that RoIAlign reads (made once per batch, shared by the box
+/// as channel-blocked f32 host tensors that RoIAlign reads (made once per batch, shared by the box
 /// and mask heads).
 public final class FeatureMaps: @unchecked Sendable {
     public let levels: [Tensor]
@@ -47,13 +47,13 @@ public final class FeatureMaps: @unchecked Sendable {
     private let lock = NSLock()
     public init(_ levels: [Tensor]) { self.levels = levels }
 
-    /// P2..P5 as channels-last f32 host tensors (no copy for f32 convolution outputs on
-    /// AVX-512; a widening copy for bf16).
+    /// P2..P5 as channel-blocked f32 host tensors (no copy for f32 convolution outputs; a
+    /// widening copy for bf16).
     public func poolerInputs() throws -> [Tensor] {
         lock.lock()
         defer { lock.unlock() }
         if let p = plainCache { return p }
-        let p = try levels.prefix(4).map { try $0.hostChannelsLast() }
+        let p = try levels.prefix(4).map { try $0.hostChannelBlocked() }
         plainCache = p
         return p
     }

@@ -90,21 +90,28 @@ public final class Tensor: @unchecked Sendable {
         return try copy(to: MD.make(shape, MD.plainTag(shape.count), .f32))
     }
 
-    /// A 4-D tensor's values as host memory in channels-last order (N×H×W×C, f32; the
-    /// logical shape stays N×C×H×W): itself when already so. Convolutions write this
-    /// layout on AVX-512 (oneDNN's brgconv), so RoIAlign reads P2–P5 without the transpose
-    /// `host()` would make (P2 of an 800×1216 image: 62 MB, 150–215 ms on 2 cores).
-    public func hostChannelsLast() throws -> Tensor {
-        precondition(shape.count == 4, "hostChannelsLast needs a 4-D tensor, not \(shape)")
-        let md = try MD.make(shape, dnnl_acdb, .f32)
-        return MD.equal(desc, md) ? self : try copy(to: md)
+    /// A 4-D tensor's values as f32 host memory with each pixel's channels in contiguous
+    /// blocks (`ChannelBlockedLayout`: channels-last, or oneDNN's nChw8c / nChw16c): itself
+    /// when already so, which every f32 convolution output is on x86 (brgconv writes
+    /// channels-last on AVX-512, jit:avx2 nChw8c); otherwise a copy to channels-last. RoIAlign
+    /// and the mask logits read this instead of `host()`'s transpose (P2 of an 800×1216
+    /// image: 62 MB, 150–215 ms on 2 cores; on AVX2 a channels-last copy of P2–P5 cost 76 MB
+    /// of peak RSS).
+    public func hostChannelBlocked() throws -> Tensor {
+        precondition(shape.count == 4, "hostChannelBlocked needs a 4-D tensor, not \(shape)")
+        if dtype == .f32, let tag = MD.tag(of: desc),
+           ChannelBlockedLayout(tag: tag, channels: shape[1], height: shape[2], width: shape[3]) != nil {
+            return self
+        }
+        return try copy(to: MD.make(shape, dnnl_acdb, .f32))
     }
 
-    /// Elements of a channels-last host tensor (`hostChannelsLast()`), index ((n·H + y)·W + x)·C + c.
-    public var channelsLastFloats: UnsafeBufferPointer<Float> {
-        precondition(shape.count == 4 && MD.equal(desc, try! MD.make(shape, dnnl_acdb, .f32)),
-                     "Tensor.channelsLastFloats needs hostChannelsLast() first")
-        return UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float.self), count: count)
+    /// The values and layout of a `hostChannelBlocked()` tensor.
+    public var channelBlocked: (values: UnsafeBufferPointer<Float>, layout: ChannelBlockedLayout) {
+        let layout = shape.count == 4 && dtype == .f32
+            ? MD.tag(of: desc).flatMap { ChannelBlockedLayout(tag: $0, channels: shape[1], height: shape[2], width: shape[3]) } : nil
+        guard let layout else { preconditionFailure("Tensor.channelBlocked needs hostChannelBlocked() first") }
+        return (UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float.self), count: byteCount / 4), layout)
     }
 
     /// These values in element type `dtype`, in oneDNN's layout for it (the same layout
@@ -157,6 +164,38 @@ public final class Tensor: @unchecked Sendable {
             throw TensorError.invalidArgument(op: "reshape", reason: "\(shape) has \(count) elements, \(newShape) has \(newShape.reduce(1, *))")
         }
         return Tensor(viewOf: try plain(), shape: newShape)
+    }
+}
+
+/// A 4-D f32 layout in which each pixel's channels lie in contiguous blocks: channels-last
+/// (one block of all C), or oneDNN's nChw8c / nChw16c (channels padded to the block).
+/// Element (n, c, y, x) is at n·imageStride + (c / block)·blockStride + (y·W + x)·block + c % block.
+public struct ChannelBlockedLayout: Sendable, Equatable {
+    let tag: dnnl_format_tag_t
+    public let block: Int
+    public let blockStride: Int
+    public let imageStride: Int
+    public let width: Int
+
+    init?(tag: dnnl_format_tag_t, channels c: Int, height h: Int, width w: Int) {
+        self.tag = tag
+        width = w
+        switch tag {
+        case dnnl_acdb:
+            (block, blockStride, imageStride) = (c, 0, h * w * c)
+        case dnnl_aBcd8b, dnnl_aBcd16b:
+            let b = tag == dnnl_aBcd8b ? 8 : 16
+            (block, blockStride, imageStride) = (b, h * w * b, (c + b - 1) / b * b * h * w)
+        default:
+            return nil
+        }
+    }
+
+    /// Channel blocks per pixel.
+    public func blocks(channels c: Int) -> Int { (c + block - 1) / block }
+
+    @inline(__always) public func offset(n: Int, c: Int, y: Int, x: Int) -> Int {
+        n * imageStride + (c / block) * blockStride + (y * width + x) * block + c % block
     }
 }
 

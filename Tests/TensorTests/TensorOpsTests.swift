@@ -33,6 +33,7 @@
 //   values, whose order torch.topk leaves to std::nth_element/std::sort (unspecified);
 //   there, the index sets must agree wherever a run of equal values lies wholly inside
 //   the top k, and Swift's own documented tie rule (lower index first) is checked.
+import CDNNL
 @testable import Tensor
 import XCTest
 
@@ -276,5 +277,23 @@ final class TensorOpsTests: XCTestCase {
         let w = try f.shape("linear.flatten4d.w")
         let lin = try Linear(inFeatures: w[1], outFeatures: w[0], weight: f.floats("linear.flatten4d.w"), bias: f.floats("linear.flatten4d.b"), relu: true)
         assertClose(try lin(blocked4).toArray(), try f.floats("linear.flatten4d.y"), scaled: Self.convTolerance, "linear on a blocked input")
+    }
+
+    /// `hostChannelBlocked()` keeps channels-last, nChw8c and nChw16c as they are (13
+    /// channels: padded blocks) and copies anything else to channels-last; its layout's
+    /// offsets address every value.
+    func testChannelBlockedHostTransfer() throws {
+        let n = 2, c = 13, h = 3, w = 5
+        let values = (0..<(n * c * h * w)).map { Float($0) }
+        let x = Tensor(shape: [n, c, h, w], values: values)
+        for (tag, kept) in [(dnnl_abcd, false), (dnnl_acdb, true), (dnnl_aBcd8b, true), (dnnl_aBcd16b, true)] {
+            let t = try x.copy(to: MD.make(x.shape, tag))
+            let b = try t.hostChannelBlocked()
+            XCTAssertEqual(b === t, kept, "layout \(tag.rawValue) kept as it is")
+            let (v, layout) = b.channelBlocked
+            var read: [Float] = []
+            for i in 0..<n { for ch in 0..<c { for y in 0..<h { for xx in 0..<w { read.append(v[layout.offset(n: i, c: ch, y: y, x: xx)]) } } } }
+            assertIdentical(read, values, "offsets in layout \(tag.rawValue)")
+        }
     }
 }

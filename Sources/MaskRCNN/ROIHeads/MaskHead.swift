@@ -63,24 +63,30 @@ public final class MaskHead {
         guard x.shape[0] > 0 else { return detections.map { _ in [] } }
         x = try x.converted(to: computeType)
         for c in convs { x = try c(x) }
-        // The deconvolution's pre-shuffle output: D×(C·4)×14×14 channels-last, channel
-        // c·4 + dy·2 + dx holding mask pixel (2y + dy, 2x + dx) of channel c. Each logit sums
-        // its C products in channel order, as the planar loop did (bit-identical).
+        // The deconvolution's pre-shuffle output: D×(C·4)×14×14 channel-blocked (channels-
+        // last on AVX-512, nChw8c on AVX2), channel c·4 + dy·2 + dx holding mask pixel
+        // (2y + dy, 2x + dx) of channel c. Each logit sums its C products in channel order,
+        // as the planar loop did (bit-identical): blocks in order, every 4th within a block.
         let y = try deconv.preShuffleOutput(x)
         let c = dimReduced, s = y.shape[2], m = 2 * s, plane = s * s
         let labels = detections.flatMap(\.labels)
         var probs = [Float](repeating: 0, count: labels.count * m * m)
-        let src = y.channelsLastFloats
+        let (src, layout) = y.channelBlocked
+        let block = layout.block, blocks = layout.blocks(channels: 4 * c)
+        precondition(block % 4 == 0, "mask logits: channel block \(block) splits a pixel's 2×2 outputs")
         probs.withUnsafeMutableBufferPointer { out in
             Parallel.forEach(labels.count) { r in
                 let k = labels[r]
                 logitWeights.withUnsafeBufferPointer { wk in
                     let w = wk.baseAddress! + k * c
                     for p in 0..<plane {
-                        let pixel = src.baseAddress! + (r * plane + p) * 4 * c
+                        let pixel = src.baseAddress! + layout.offset(n: r, c: 0, y: p / s, x: p % s)
                         for sub in 0..<4 {
                             var acc = logitBias[k]
-                            for ch in 0..<c { acc += w[ch] * pixel[ch * 4 + sub] }
+                            for cb in 0..<blocks {
+                                let values = pixel + cb * layout.blockStride, firstChannel = cb * block / 4
+                                for i in 0..<min(block / 4, c - firstChannel) { acc += w[firstChannel + i] * values[i * 4 + sub] }
+                            }
                             let dy = sub / 2, dx = sub % 2, yy = p / s, xx = p % s
                             out[r * m * m + (2 * yy + dy) * m + 2 * xx + dx] = Kernels.sigmoid(acc)
                         }

@@ -17,14 +17,15 @@ public struct MultiScaleROIAlign: Sendable {
     }
 
     /// - Parameters:
-    ///   - features: N×C×Hl×Wl tensors for P2..P5, in any layout and type; read as
-    ///     channels-last f32 (`hostChannelsLast()`, free for convolution outputs on AVX-512).
+    ///   - features: N×C×Hl×Wl tensors for P2..P5, in any layout and type; read with each
+    ///     pixel's channels in contiguous blocks (`hostChannelBlocked()`, free for f32
+    ///     convolution outputs).
     ///   - boxes: per image, R_i×4 boxes in the resized frame.
     ///   - imageSizes: resized (unpadded) sizes, used as torchvision does to infer each
     ///     level's scale (2^round(log2(Hl / max h))).
     /// - Returns: (ΣR_i)×C×S×S, plain.
     public func callAsFunction(_ features: [Tensor], boxes: [[Float]], imageSizes: [(Int, Int)]) throws -> Tensor {
-        let features = try features.map { try $0.hostChannelsLast() }
+        let features = try features.map { try $0.hostChannelBlocked() }
         let c = features[0].shape[1], s = outputSize
         let rois = boxes.enumerated().flatMap { (i, b) in (0..<(b.count / 4)).map { (i, Array(b[(4 * $0)..<(4 * $0 + 4)])) } }
         let out = Tensor.uninitialized([rois.count, c, s, s])
@@ -36,7 +37,7 @@ public struct MultiScaleROIAlign: Sendable {
         // LevelMapper's k_min/k_max come from the first and last scales.
         let kMin = -log2(scales.first!), kMax = -log2(scales.last!)
         let dst = out.floats
-        let feats = features.map { $0.channelsLastFloats }
+        let feats = features.map { $0.channelBlocked }
         Parallel.forEach(rois.count) { r in
             let (img, b) = rois[r]
             let area = (b[2] - b[0]) * (b[3] - b[1])
@@ -44,7 +45,7 @@ public struct MultiScaleROIAlign: Sendable {
             lvl = min(max(lvl, kMin), kMax)
             let l = Int(lvl - kMin)
             let f = features[l]
-            roiAlign(feats[l], imageOffset: img * c * f.shape[2] * f.shape[3], channels: c, height: f.shape[2], width: f.shape[3],
+            roiAlign(feats[l].values, feats[l].layout, image: img, channels: c, height: f.shape[2], width: f.shape[3],
                      scale: scales[l], box: b, into: dst.baseAddress! + r * c * s * s)
         }
         return withExtendedLifetime(features) { out }
@@ -53,7 +54,7 @@ public struct MultiScaleROIAlign: Sendable {
     private struct Tap { var pos: (Int, Int, Int, Int); var w: (Float, Float, Float, Float) }
 
     /// One RoI, all channels: torchvision roi_align_forward_kernel_impl's arithmetic.
-    func roiAlign(_ input: UnsafeBufferPointer<Float>, imageOffset: Int, channels: Int, height: Int, width: Int,
+    func roiAlign(_ input: UnsafeBufferPointer<Float>, _ layout: ChannelBlockedLayout, image: Int, channels: Int, height: Int, width: Int,
                   scale: Float, box: [Float], into out: UnsafeMutablePointer<Float>) {
         let s = outputSize
         let startW = box[0] * scale, startH = box[1] * scale
@@ -89,11 +90,12 @@ public struct MultiScaleROIAlign: Sendable {
                 }
             }
         }
-        // Channels-last input: each tap reads C contiguous values, summed per channel in
-        // torchvision's order (Σ over taps of w₀a + w₁b + w₂c + w₃d, then ÷ count), so the
-        // result is bit-identical to the planar loop it replaced.
+        // Channel-blocked input: each tap reads each block's contiguous values, summed per
+        // channel in torchvision's order (Σ over taps of w₀a + w₁b + w₂c + w₃d, then ÷ count),
+        // so the result is bit-identical to the planar loop it replaced.
         let perBin = gridH * gridW
-        let src = input.baseAddress! + imageOffset
+        let src = input.baseAddress! + layout.offset(n: image, c: 0, y: 0, x: 0)
+        let block = layout.block, blocks = layout.blocks(channels: channels)
         var acc = [Float](repeating: 0, count: channels)
         acc.withUnsafeMutableBufferPointer { acc in
             var t = 0
@@ -101,10 +103,13 @@ public struct MultiScaleROIAlign: Sendable {
                 for ch in 0..<channels { acc[ch] = 0 }
                 for _ in 0..<perBin {
                     let tap = taps[t]
-                    let p0 = src + tap.pos.0 * channels, p1 = src + tap.pos.1 * channels
-                    let p2 = src + tap.pos.2 * channels, p3 = src + tap.pos.3 * channels
-                    for ch in 0..<channels {
-                        acc[ch] += tap.w.0 * p0[ch] + tap.w.1 * p1[ch] + tap.w.2 * p2[ch] + tap.w.3 * p3[ch]
+                    for cb in 0..<blocks {
+                        let base = src + cb * layout.blockStride, first = cb * block
+                        let p0 = base + tap.pos.0 * block, p1 = base + tap.pos.1 * block
+                        let p2 = base + tap.pos.2 * block, p3 = base + tap.pos.3 * block
+                        for i in 0..<min(block, channels - first) {
+                            acc[first + i] += tap.w.0 * p0[i] + tap.w.1 * p1[i] + tap.w.2 * p2[i] + tap.w.3 * p3[i]
+                        }
                     }
                     t += 1
                 }

@@ -307,8 +307,8 @@ public final class Conv2d: @unchecked Sendable {
     }
 
     /// For a transposed convolution with kernel == stride: its output before the
-    /// depth-to-space shuffle, N×(O·k²)×H×W as a channels-last f32 host tensor
-    /// (`channelsLastFloats`), channel o·k² + dy·k + dx holding output pixel
+    /// depth-to-space shuffle, N×(O·k²)×H×W as a channel-blocked f32 host tensor
+    /// (`channelBlocked`), channel o·k² + dy·k + dx holding output pixel
     /// (k·y + dy, k·x + dx) of channel o. Lets a following per-pixel op (Mask R-CNN's 1×1
     /// class logits) read it without the shuffle, and without transposing the convolution's
     /// channels-last output (100×1024×14×14 for a full mask batch: 100–215 ms on 2 cores).
@@ -316,7 +316,7 @@ public final class Conv2d: @unchecked Sendable {
         guard let pointwise else {
             throw TensorError.invalidArgument(op: "ConvTranspose2d \(geometry)", reason: "no pre-shuffle form (kernel ≠ stride)")
         }
-        return try pointwise(x, outputType: .f32).hostChannelsLast()
+        return try pointwise(x, outputType: .f32).hostChannelBlocked()
     }
 
     /// y = conv(x) + bias [+ residual] [then ReLU].

@@ -14,32 +14,6 @@
 import CDNNL
 import Foundation
 
-/// A layout with 8 consecutive channels contiguous: element (n, c, y, x) at
-/// n·sN + (c / block)·sBlock + y·sY + x·sX + c % block.
-struct ChannelBlockedLayout {
-    let tag: dnnl_format_tag_t
-    let block, sN, sBlock, sY, sX: Int
-
-    /// The layout of `tag` for an N×C×H×W tensor, when it is one of the three this reads.
-    init?(tag: dnnl_format_tag_t, channels c: Int, height h: Int, width w: Int) {
-        self.tag = tag
-        switch tag {
-        case dnnl_acdb:
-            (block, sN, sBlock, sY, sX) = (c, h * w * c, 0, w * c, c)
-        case dnnl_aBcd8b, dnnl_aBcd16b:
-            let b = tag == dnnl_aBcd8b ? 8 : 16
-            let padded = (c + b - 1) / b * b
-            (block, sN, sBlock, sY, sX) = (b, padded * h * w, h * w * b, w * b, b)
-        default:
-            return nil
-        }
-    }
-
-    @inline(__always) func offset(n: Int, c: Int, y: Int, x: Int) -> Int {
-        n * sN + (c / block) * sBlock + y * sY + x * sX + c % block
-    }
-}
-
 /// One layer's winograd form: its transformed weights and, per tile-block size, the
 /// batched matmul.
 final class WinogradMatmul: @unchecked Sendable {
@@ -168,9 +142,8 @@ final class WinogradMatmul: @unchecked Sendable {
         let g = geometry
         let n = x.shape[0], C = g.inChannels, O = g.outChannels, h = x.shape[2], w = x.shape[3]
         let oh = h + 2 * g.padding - 2, ow = w + 2 * g.padding - 2
-        var tag = MD.tag(of: x.desc) ?? dnnl_acdb
-        if ChannelBlockedLayout(tag: tag, channels: C, height: h, width: w) == nil { tag = dnnl_acdb }
-        let src = try x.reordered(to: MD.make(x.shape, tag, .f32))
+        let src = try x.hostChannelBlocked()
+        let tag = MD.tag(of: src.desc)!
         let outShape = [n, O, oh, ow]
         let outDesc = try MD.make(outShape, tag, .f32)
         let dst: Tensor
