@@ -22,6 +22,13 @@ SEGD=${SEGD:-.build/release/segd}
 PY=${PY:-}
 if [ -z "$PY" ] && [ -x "$HOME/.venvs/peer/bin/python" ]; then PY=$HOME/.venvs/peer/bin/python; fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# ISA=AVX2 caps oneDNN (segd's, torch's and OpenVINO's copies) and torch's own kernels at
+# AVX2, to measure the AVX2-only path on an AVX-512 machine (an emulation: same cores,
+# caches and clocks, so it says how the code paths compare, not what an AVX2 EPYC does).
+if [ -n "${ISA:-}" ]; then
+  export DNNL_MAX_CPU_ISA=$ISA ONEDNN_MAX_CPU_ISA=$ISA ATEN_CPU_CAPABILITY=$(echo "$ISA" | tr 'A-Z' 'a-z')
+  echo "ISA capped at $ISA (DNNL_MAX_CPU_ISA, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY)"
+fi
 mkdir -p "$W"
 if [ ! -f "$W/r50_seed0.pth" ] || [ ! -d "$W/img" ]; then
   [ -n "$PY" ] || { echo "no $W/r50_seed0.pth and no PY to export it (see $B/WORKLOAD.md)"; exit 2; }
@@ -40,8 +47,10 @@ if [ "$WHAT" = W1 ] || [ "$WHAT" = all ]; then
     spi[segd-$p]=$("$SEGD" bench --weights "$W/r50_seed0.pth" --score 0 --repeat 2 --precision $p $IMGS 2>&1 | tee -a /dev/stderr | last)
   done
   if [ -n "$PY" ]; then
-    "$PY" "$B/peer_compare.py" $IMGS --only tv-f32,tv-bf16,ov-f32,ov-auto --out "$W/peers" | tee "$W/peers.txt"
-    for n in tv-f32 tv-bf16 ov-f32 ov-auto; do
+    # Capped at AVX2 there is no native bf16 for either side: the f32 peers only.
+    peers=${PEERS:-$([ -n "${ISA:-}" ] && echo tv-f32,ov-f32 || echo tv-f32,tv-bf16,ov-f32,ov-auto)}
+    "$PY" "$B/peer_compare.py" $IMGS --only "$peers" --out "$W/peers" | tee "$W/peers.txt"
+    for n in ${peers//,/ }; do
       spi[$n]=$(grep -E "^# $n: " "$W/peers.txt" | sed -E 's/.*seconds_per_image ([0-9.na]+).*/\1/')
     done
   fi
