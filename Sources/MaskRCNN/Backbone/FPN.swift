@@ -33,13 +33,22 @@ public final class FPN {
         self.layer = layer
     }
 
-    /// [C2..C5] → [P2, P3, P4, P5, P6].
-    func callAsFunction(_ xs: [Tensor]) throws -> [Tensor] {
-        var lastInner = try inner[xs.count - 1](xs[xs.count - 1])
-        var results = [try layer[xs.count - 1](lastInner)]
-        for i in stride(from: xs.count - 2, through: 0, by: -1) {
+    /// [C2..C5] → [P2, P3, P4, P5, P6]. Each C_i is released as soon as its lateral has
+    /// read it (the caller hands the array over): at P2's 3×3, the peak of the whole model,
+    /// C2..C5 no longer coexist with P2's two maps (R50 at 800×1216: 116 MB).
+    func callAsFunction(_ xs: consuming [Tensor]) throws -> [Tensor] {
+        var pending: [Tensor?] = xs.map { $0 }
+        xs = []
+        func take(_ i: Int) -> Tensor {
+            defer { pending[i] = nil }
+            return pending[i]!
+        }
+        let n = pending.count
+        var lastInner = try inner[n - 1](take(n - 1))
+        var results = [try layer[n - 1](lastInner)]
+        for i in stride(from: n - 2, through: 0, by: -1) {
             // inner_lateral + nearest-upsampled last_inner, the add fused into the upsample.
-            lastInner = try Pooling.addUpsampledNearest(lastInner, into: inner[i](xs[i]))
+            lastInner = try Pooling.addUpsampledNearest(lastInner, into: inner[i](take(i)))
             results.insert(try layer[i](lastInner), at: 0)
         }
         results.append(try Pooling.maxPool2d(results.last!, kernel: 1, stride: 2, padding: 0))
