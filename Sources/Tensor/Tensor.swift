@@ -99,18 +99,26 @@ public final class Tensor: @unchecked Sendable {
     /// of peak RSS).
     public func hostChannelBlocked() throws -> Tensor {
         precondition(shape.count == 4, "hostChannelBlocked needs a 4-D tensor, not \(shape)")
-        if dtype == .f32, let tag = MD.tag(of: desc),
-           ChannelBlockedLayout(tag: tag, channels: shape[1], height: shape[2], width: shape[3]) != nil {
-            return self
-        }
+        if channelBlockedLayout != nil { return self }
         return try copy(to: MD.make(shape, dnnl_acdb, .f32))
+    }
+
+    /// This tensor's layout when it is f32 and channel-blocked. Tried tag by tag: one layout
+    /// can carry several tags (channels-last is also plain when C = 1 or H·W = 1, as for P6
+    /// of a small image), so the first tag that matches need not be a blocked one.
+    var channelBlockedLayout: ChannelBlockedLayout? {
+        guard shape.count == 4, dtype == .f32 else { return nil }
+        for tag in ChannelBlockedLayout.tags {
+            if let md = try? MD.make(shape, tag, .f32), MD.equal(md, desc) {
+                return ChannelBlockedLayout(tag: tag, channels: shape[1], height: shape[2], width: shape[3])
+            }
+        }
+        return nil
     }
 
     /// The values and layout of a `hostChannelBlocked()` tensor.
     public var channelBlocked: (values: UnsafeBufferPointer<Float>, layout: ChannelBlockedLayout) {
-        let layout = shape.count == 4 && dtype == .f32
-            ? MD.tag(of: desc).flatMap { ChannelBlockedLayout(tag: $0, channels: shape[1], height: shape[2], width: shape[3]) } : nil
-        guard let layout else { preconditionFailure("Tensor.channelBlocked needs hostChannelBlocked() first") }
+        guard let layout = channelBlockedLayout else { preconditionFailure("Tensor.channelBlocked needs hostChannelBlocked() first") }
         return (UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float.self), count: byteCount / 4), layout)
     }
 
@@ -176,6 +184,8 @@ public struct ChannelBlockedLayout: Sendable, Equatable {
     public let blockStride: Int
     public let imageStride: Int
     public let width: Int
+
+    static let tags = [dnnl_acdb, dnnl_aBcd8b, dnnl_aBcd16b]
 
     init?(tag: dnnl_format_tag_t, channels c: Int, height h: Int, width w: Int) {
         self.tag = tag

@@ -295,5 +295,9 @@ final class TensorOpsTests: XCTestCase {
             for i in 0..<n { for ch in 0..<c { for y in 0..<h { for xx in 0..<w { read.append(v[layout.offset(n: i, c: ch, y: y, x: xx)]) } } } }
             assertIdentical(read, values, "offsets in layout \(tag.rawValue)")
         }
+        // A 1×1 map (P6 of a small image): channels-last is also plain there.
+        let p6 = try Tensor(shape: [1, 16, 1, 1], values: (0..<16).map { Float($0) }).copy(to: MD.make([1, 16, 1, 1], dnnl_acdb))
+        let (v, layout) = try p6.hostChannelBlocked().channelBlocked
+        assertIdentical((0..<16).map { v[layout.offset(n: 0, c: $0, y: 0, x: 0)] }, (0..<16).map { Float($0) }, "1×1 map")
     }
 }

@@ -143,7 +143,7 @@ final class WinogradMatmul: @unchecked Sendable {
         let n = x.shape[0], C = g.inChannels, O = g.outChannels, h = x.shape[2], w = x.shape[3]
         let oh = h + 2 * g.padding - 2, ow = w + 2 * g.padding - 2
         let src = try x.hostChannelBlocked()
-        let tag = MD.tag(of: src.desc)!
+        let tag = src.channelBlockedLayout!.tag
         let outShape = [n, O, oh, ow]
         let outDesc = try MD.make(outShape, tag, .f32)
         let dst: Tensor
