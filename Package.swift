@@ -18,6 +18,10 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         // SHA-256 of inputs and models (BoringSSL's SHA-NI/AVX2 code).
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The daemon's HTTP socket (/metrics, /healthz, the status page) and its metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL",
@@ -47,9 +51,17 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ]),
+        .target(name: "StatusServer", dependencies: [
+            "Pipeline", "Imaging",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "segd", dependencies: [
-            "Pipeline", "Tensor",
+            "Pipeline", "Tensor", "StatusServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -60,7 +72,7 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ResultsTests", dependencies: ["Results"], resources: [.copy("Fixtures")]),
         // Reads its fixture and samples/ by repository path (the shipped model is tested as shipped).
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Imaging", "Results", "MaskRCNN", "Tensor"],
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Imaging", "Results", "MaskRCNN", "Tensor", "StatusServer"],
                     exclude: ["Fixtures"]),
     ]
 )

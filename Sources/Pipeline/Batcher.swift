@@ -10,6 +10,11 @@ final class Batcher: @unchecked Sendable {
     private var pending: [Job] = []
     private var generation = 0
     private let emit: ([Job]) -> Void
+    let label = "batcher"
+    /// `pending.count`, readable from any thread (the queue may be blocked in `emit`).
+    private let countLock = NSLock()
+    private var _pendingCount = 0
+    var pendingCount: Int { countLock.withLock { _pendingCount } }
 
     init(maxBatch: Int, maxDelayMs: Int, emit: @escaping ([Job]) -> Void) {
         self.maxBatch = max(1, maxBatch)
@@ -20,6 +25,7 @@ final class Batcher: @unchecked Sendable {
     func add(_ job: Job) {
         queue.async { [self] in
             pending.append(job)
+            countLock.withLock { _pendingCount = pending.count }
             if pending.count >= maxBatch {
                 flushLocked()
             } else if pending.count == 1 {
@@ -37,6 +43,7 @@ final class Batcher: @unchecked Sendable {
     private func flushLocked() {
         let jobs = pending
         pending = []
+        countLock.withLock { _pendingCount = 0 }
         generation += 1
         emit(jobs)  // may block on the next stage's bound: that is the backpressure
     }

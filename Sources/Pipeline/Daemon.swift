@@ -301,6 +301,11 @@ public final class Daemon: @unchecked Sendable {
         return nil
     }
 
+    /// One consistent look at the running state, for the status endpoint (DaemonStatus.swift).
+    func parts() -> (config: PipelineConfig, runtime: Runtime?, journal: (any JobJournal)?, ready: Bool) {
+        lock.withLock { (config, runtime, journal, sentReady) }
+    }
+
     /// "queued 12, in flight 4, done 120, failed 2, 3.40 images/s" (this process's counts).
     func statusLine() -> String {
         let rt = lock.withLock { runtime }

@@ -253,6 +253,7 @@ final class Intake: @unchecked Sendable {
             let input = JournalInput(path: f.path, root: f.root, relative: f.relative, size: size, mtimeNs: mtime, hash: hash, model: modelHash)
             if let original = try life.journal.done(hash: hash, model: modelHash) {
                 let id = try life.recordDuplicate(input, of: original)
+                DaemonMetrics.shared.duplicates.increment()
                 log.info("already processed: same content and model as an earlier job; not processed again",
                          metadata: ["input": "\(f.path)", "job": "\(id)", "original": "\(original.path)", "original_job": "\(original.id)"])
                 return

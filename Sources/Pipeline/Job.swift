@@ -36,6 +36,8 @@ public final class Job: @unchecked Sendable {
     public internal(set) var outputs: [String] = []
     /// The per-image result, for the run's summary and COCO file.
     public internal(set) var result: ImageResult?
+    /// When it was handed to the pipeline (uptime, ns), for the request duration metrics.
+    var submittedAt: UInt64 = 0
 
     public init(id: Int, inputPath: String, outputStem: String) {
         self.id = id

@@ -310,6 +310,29 @@ public final class Journal: JobJournal, @unchecked Sendable {
 
     // MARK: Status
 
+    public func recentDone(limit: Int) throws -> [JournalEntry] {
+        try read("list recent results") { db in
+            try StoredEntry.fetchAll(db, sql: """
+                SELECT * FROM jobs WHERE status = 'done' AND duplicate_of IS NULL AND finished_at IS NOT NULL
+                ORDER BY finished_at DESC, id DESC LIMIT ?
+                """, arguments: [limit]).map(\.entry)
+        }
+    }
+
+    public func finishedPerInterval(since: Double, interval: Double) throws -> [FinishedCount] {
+        try read("count finished jobs") { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT CAST((finished_at - ?) / ? AS INTEGER) AS bucket, status = 'done' AS ok, COUNT(*) AS n FROM jobs
+                WHERE finished_at >= ? AND status IN ('done', 'failed') AND duplicate_of IS NULL GROUP BY bucket, ok
+                """, arguments: [since, interval, since])
+            let pairs = rows.flatMap { r -> [(Int, Bool)] in
+                let b: Int = r["bucket"], ok: Bool = r["ok"], n: Int = r["n"]
+                return Array(repeating: (b, ok), count: n)
+            }
+            return FinishedCount.buckets(since: since, interval: interval, now: Self.now, rows: pairs)
+        }
+    }
+
     public func summary(failures limit: Int = 10) throws -> JournalSummary {
         try read("summarize") { db in
             var s = JournalSummary()

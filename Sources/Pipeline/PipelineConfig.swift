@@ -85,6 +85,10 @@ public struct PipelineConfig: Sendable, Equatable {
         public var stallTimeoutS = 300
         /// An input that was being processed when segd crashed this many times goes to failed/.
         public var maxCrashes = 3
+        /// Where the HTTP endpoint (/metrics, /healthz, /readyz, the status page) listens:
+        /// `unix:PATH` or `HOST:PORT` each; nil: `unix:<state_directory>/segd.sock`; []: off.
+        /// Read at start only.
+        public var httpListen: [ListenAddress]?
     }
 
     public var model = Model()
@@ -202,6 +206,13 @@ extension PipelineConfig {
                 case "status_interval_s": c.service.statusIntervalS = try r.int(n, key, k, in: 1...3600)
                 case "stall_timeout_s": c.service.stallTimeoutS = try r.int(n, key, k, in: 1...86_400)
                 case "max_crashes": c.service.maxCrashes = try r.int(n, key, k, in: 1...100)
+                case "http_listen":
+                    c.service.httpListen = try r.strings(n, key, k, nonEmpty: false).map { text in
+                        guard let a = ListenAddress(text) else {
+                            throw r.error(n, "service.http_listen", "'\(text)' is neither unix:PATH nor HOST:PORT (port 0...65535)")
+                        }
+                        return a
+                    }
                 default: throw r.unknown(n, key, k)
                 }
             }
@@ -232,6 +243,10 @@ extension PipelineConfig {
         c.after.doneDirectory = abs(c.after.doneDirectory)
         c.after.failedDirectory = abs(c.after.failedDirectory)
         c.stateDirectory = abs(c.stateDirectory)
+        c.service.httpListen = c.service.httpListen?.map { a in
+            if case let .unix(p) = a { return .unix(abs(p)) }
+            return a
+        }
         return c
     }
 
@@ -283,6 +298,11 @@ extension PipelineConfig {
         case let .duplicatedKeysInMapping(duplicates, _): return "a key appears twice: \(duplicates.sorted().joined(separator: ", "))"
         default: return "\(e)"
         }
+    }
+
+    /// The HTTP endpoint's addresses: service.http_listen, or the socket in the state directory.
+    public var httpAddresses: [ListenAddress] {
+        service.httpListen ?? [.unix((stateDirectory as NSString).appendingPathComponent("segd.sock"))]
     }
 
     /// The settings the model stages use.

@@ -13,6 +13,13 @@ import Imaging
 import MaskRCNN
 import Results
 
+/// How full one stage queue is.
+public struct QueueLevel: Sendable, Equatable {
+    public var name: String
+    public var depth: Int
+    public var capacity: Int
+}
+
 public struct PipelineOptions: Sendable {
     public var maxBatch = 1
     public var maxDelayMs = 50
@@ -53,6 +60,7 @@ public final class StagedPipeline: @unchecked Sendable {
     /// feature maps (P2–P6 of an 800×1216 image: 83 MB, twice with RoIAlign's plain copy).
     /// Decode and write, single-threaded, still overlap with inference.
     private let modelGate = DispatchSemaphore(value: 1)
+    private let metrics = DaemonMetrics.shared
 
     /// - Parameters:
     ///   - onStarted: called on the decode queue just before a job's file is read (the
@@ -91,6 +99,7 @@ public final class StagedPipeline: @unchecked Sendable {
                 let dets = model.postprocess(b.batch!, detections: b.detections, masks: masks)
                 for (job, d) in zip(b.jobs, dets) { job.detections = d }
             }
+            if !b.jobs.contains(where: \.failed) { metrics.executed(batch: b.jobs.count) }
             // Release the batch's tensors before writing: the writer needs only detections.
             b.features = nil
             b.batch = nil
@@ -158,6 +167,7 @@ public final class StagedPipeline: @unchecked Sendable {
         do {
             let (_, ms) = try timed { try body(b) }
             for job in b.jobs { job.timings[name] = ms }
+            metrics.stageRan(name, ms: ms)
         } catch {
             for job in b.jobs { job.failure = .model("\(name.rawValue): \(error)") }
         }
@@ -176,6 +186,7 @@ public final class StagedPipeline: @unchecked Sendable {
 
     private func finish(_ job: Job) {
         job.decoded = nil  // the pixels are no longer needed; keep memory flat
+        for s in [PipelineStage.decode, .paste, .write] { if let ms = job.timings[s] { metrics.stageRan(s, ms: ms) } }
         let input = job.parent ?? job
         guard input.pageFinished() else { return }
         if !input.pageJobs.isEmpty {
@@ -192,6 +203,7 @@ public final class StagedPipeline: @unchecked Sendable {
                 input.outputs += input.pageJobs.flatMap(\.outputs)
             }
         }
+        metrics.finished(input, pages: [input] + input.pageJobs)
         onFinished(input)
         input.pageJobs = []  // the pages refer to their input: break the cycle
         inFlight.leave()
@@ -199,6 +211,7 @@ public final class StagedPipeline: @unchecked Sendable {
 
     /// Hands a job to the pipeline; blocks while the decode stage is full.
     public func submit(_ job: Job) {
+        job.submittedAt = DispatchTime.now().uptimeNanoseconds
         inFlight.enter()
         decodeStage.submit(job)
     }
@@ -208,6 +221,14 @@ public final class StagedPipeline: @unchecked Sendable {
         decodeStage.sync {}
         batcher.flush()
         inFlight.wait()
+    }
+
+    /// Items queued or running per stage queue, and each queue's bound (the batcher's is
+    /// max_batch), in pipeline order.
+    public func queueLevels() -> [QueueLevel] {
+        let stages: [(String, Int, Int)] = [decodeStage.level, (batcher.label, batcher.pendingCount, options.maxBatch), backboneStage.level,
+                                            rpnStage.level, detectStage.level, maskStage.level, writeStage.level]
+        return stages.map { QueueLevel(name: $0.0, depth: $0.1, capacity: $0.2) }
     }
 
     /// Sends a partial batch on without waiting (used by the daemon when input goes quiet).

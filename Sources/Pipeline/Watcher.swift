@@ -215,6 +215,7 @@ public final class Watcher: @unchecked Sendable {
             if Self.uptime - lastRescan >= options.rescanInterval {
                 lastRescan = Self.uptime
                 log.debug("periodic rescan")
+                DaemonMetrics.shared.rescans["periodic"]?.increment()
                 for root in options.roots { scan(root, root: root, into: &found) }
             }
             if !found.isEmpty { deliver(found) }
@@ -367,6 +368,8 @@ public final class Watcher: @unchecked Sendable {
         let mask = e.pointee.mask
         if mask & UInt32(IN_Q_OVERFLOW) != 0 {
             log.warning("inotify queue overflowed; rescanning every folder (raise fs.inotify.max_queued_events if this repeats)")
+            DaemonMetrics.shared.overflows.increment()
+            DaemonMetrics.shared.rescans["overflow"]?.increment()
             // Lost events may include closes: a pending file is judged by stability now.
             for k in pending.keys { pending[k]!.awaitingClose = false }
             for root in options.roots { scan(root, root: root, into: &found) }

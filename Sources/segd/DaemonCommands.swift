@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Pipeline
+import StatusServer
 
 extension ExitCodes {
     /// EX_CONFIG: pipeline.yml is invalid (systemd does not restart on it in a loop of
@@ -40,7 +41,18 @@ struct Watch: ParsableCommand {
             FileHandle.standardError.write(Data("segd: cannot restart with OMP_NUM_THREADS=\(c.workers): \(String(cString: strerror(errno))); using the default thread count\n".utf8))
         }
         DaemonLogHandler.bootstrap(level: c.logLevel.loggerLevel)
-        let code = Daemon(configPath: config, config: c, log: Logger(label: "segd"), faults: faultsFromEnvironment()).run()
+        // Before the daemon exists: its metrics bind to the backend when they are made.
+        SegdMetricsBackend.bootstrap()
+        let log = Logger(label: "segd")
+        let daemon = Daemon(configPath: config, config: c, log: log, faults: faultsFromEnvironment())
+        if !c.httpAddresses.isEmpty {
+            do { try StatusServer(daemon: daemon, addresses: c.httpAddresses, log: log).start() } catch {
+                log.critical("cannot start the HTTP endpoint (service.http_listen; a TCP address needs the unit's drop-in, docs/daemon.md)",
+                             metadata: ["error": "\(error)"])
+                throw ExitCode(ExitCodes.fatal)
+            }
+        }
+        let code = daemon.run()
         if code != 0 { throw ExitCode(code) }
     }
 }
@@ -55,7 +67,7 @@ func faultsFromEnvironment() -> FaultHook {
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "What the service's journal says: jobs per status, throughput, recent failures and why.")
+        abstract: "What the service's journal says: jobs per status, throughput, recent failures and why (--url: what the running daemon says).")
 
     @Option(help: "pipeline.yml naming the state directory.")
     var config: String = DaemonDefaults.config
@@ -66,7 +78,27 @@ struct Status: ParsableCommand {
     @Option(help: "How many recent failures to list.")
     var failures = 10
 
+    @Option(help: "Ask the running daemon instead of reading the journal: unix:PATH or HOST:PORT (one of service.http_listen).")
+    var url: String?
+
+    @Flag(help: "Ask the running daemon at the first address of the config's service.http_listen.")
+    var live = false
+
     func run() throws {
+        if url != nil || live {
+            let address: ListenAddress
+            if let url {
+                guard let a = ListenAddress(url) else { throw ValidationError("--url must be unix:PATH or HOST:PORT") }
+                address = a
+            } else {
+                guard let a = try loadConfig(config).httpAddresses.first else {
+                    throw ValidationError("service.http_listen is [] in \(config): the daemon serves no status; leave out --live to read the journal")
+                }
+                address = a
+            }
+            try Segd.guarded { print(try StatusClient.statusText(address), terminator: "") }
+            return
+        }
         let dir = try stateDir ?? loadConfig(config).stateDirectory
         try Segd.guarded {
             let journal = try Journal(directory: dir, readOnly: true)
