@@ -14,27 +14,32 @@ struct SegdMetricsFactory: MetricsFactory {
 
     static func help(_ name: String) -> String { help[name] ?? "" }
 
+    /// The whole name as given (no namespace or unit added) with its HELP text.
+    static func descriptor(_ name: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help(name))
+    }
+
     func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
-        registry.makeCounter(name: label, labels: dimensions, help: Self.help(label))
+        registry.makeCounter(descriptor: Self.descriptor(label), labels: dimensions)
     }
 
     func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
-        registry.makeCounter(name: label, labels: dimensions, help: Self.help(label))
+        registry.makeCounter(descriptor: Self.descriptor(label), labels: dimensions)
     }
 
     func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
-        guard aggregate else { return registry.makeGauge(name: label, labels: dimensions, help: Self.help(label)) }
+        guard aggregate else { return registry.makeGauge(descriptor: Self.descriptor(label), labels: dimensions) }
         let buckets = label == "segd_batch_size" ? SegdMetrics.batchSizeBuckets : SegdMetrics.stageDurationBuckets
-        return registry.makeValueHistogram(name: label, labels: dimensions, buckets: buckets, help: Self.help(label))
+        return registry.makeValueHistogram(descriptor: Self.descriptor(label), labels: dimensions, buckets: buckets)
     }
 
     func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
-        registry.makeGauge(name: label, labels: dimensions, help: Self.help(label))
+        registry.makeGauge(descriptor: Self.descriptor(label), labels: dimensions)
     }
 
     func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
         let buckets = SegdMetrics.stageDurationBuckets.map { Duration.nanoseconds(Int64($0 * 1e9)) }
-        return registry.makeDurationHistogram(name: label, labels: dimensions, buckets: buckets, help: Self.help(label))
+        return registry.makeDurationHistogram(descriptor: Self.descriptor(label), labels: dimensions, buckets: buckets)
     }
 
     func destroyCounter(_ handler: any CounterHandler) { (handler as? Prometheus.Counter).map(registry.unregisterCounter) }
@@ -65,28 +70,28 @@ final class ScrapeGauges: Sendable {
     init(registry: PrometheusCollectorRegistry) { self.registry = registry }
 
     private func gauge(_ name: String, _ labels: [(String, String)] = []) -> Prometheus.Gauge {
-        registry.makeGauge(name: name, labels: labels, help: SegdMetricsFactory.help(name))
+        registry.makeGauge(descriptor: SegdMetricsFactory.descriptor(name), labels: labels)
     }
 
     func update(_ s: DaemonSnapshot, jobs: [JobStatus: Int]?, build: BuildInfo) {
         for q in s.queues {
-            gauge("segd_queue_depth", [("stage", q.name)]).set(Double(q.depth))
-            if let c = q.capacity { gauge("segd_queue_capacity", [("stage", q.name)]).set(Double(c)) }
+            gauge("segd_queue_depth", [("stage", q.name)]).set(to: Double(q.depth))
+            if let c = q.capacity { gauge("segd_queue_capacity", [("stage", q.name)]).set(to: Double(c)) }
         }
         if let jobs {
-            for st in JobStatus.allCases { gauge("segd_jobs", [("status", st.rawValue)]).set(Double(jobs[st] ?? 0)) }
+            for st in JobStatus.allCases { gauge("segd_jobs", [("status", st.rawValue)]).set(to: Double(jobs[st] ?? 0)) }
         }
-        gauge("segd_in_flight").set(Double(s.inFlight))
-        gauge("segd_ready").set(s.ready ? 1 : 0)
-        gauge("segd_healthy").set(s.healthProblem == nil ? 1 : 0)
+        gauge("segd_in_flight").set(to: Double(s.inFlight))
+        gauge("segd_ready").set(to: s.ready ? 1 : 0)
+        gauge("segd_healthy").set(to: s.healthProblem == nil ? 1 : 0)
         if let m = s.model {
-            gauge("segd_model_info", [("name", m.name), ("backbone", m.backbone), ("precision", m.precision)]).set(1)
+            gauge("segd_model_info", [("name", m.name), ("backbone", m.backbone), ("precision", m.precision)]).set(to: 1)
         }
-        gauge("segd_build_info", [("version", build.version), ("swift", build.swift)]).set(1)
+        gauge("segd_build_info", [("version", build.version), ("swift", build.swift)]).set(to: 1)
         let p = ProcessStats.read()
-        if let rss = p.residentBytes { gauge("process_resident_memory_bytes").set(Double(rss)) }
-        if let cpu = p.cpuSeconds { gauge("process_cpu_seconds_total").set(cpu) }
-        gauge("process_start_time_seconds").set(s.startedAt.rounded())
+        if let rss = p.residentBytes { gauge("process_resident_memory_bytes").set(to: Double(rss)) }
+        if let cpu = p.cpuSeconds { gauge("process_cpu_seconds_total").set(to: cpu) }
+        gauge("process_start_time_seconds").set(to: s.startedAt.rounded())
     }
 }
 
@@ -122,7 +127,7 @@ enum ProcessStats {
             if f.count > 1, let pages = Int(f[1]) { rss = pages * Int(sysconf(Int32(_SC_PAGESIZE))) }
         }
         var usage = rusage()
-        getrusage(RUSAGE_SELF, &usage)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
         let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
             + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
         return (rss, cpu)

@@ -2,6 +2,7 @@
 // what `segd status --url` and the tests use. One request per connection; the request
 // target is sent exactly as given (the tests send unnormalized paths on purpose).
 import Foundation
+import Pipeline
 
 public struct HTTPReply: Sendable {
     public var status: Int
@@ -55,7 +56,7 @@ public enum StatusClient {
     }
 
     static func connect(_ address: ListenAddress, timeout: Double) throws -> Int32 {
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int32((timeout - timeout.rounded(.down)) * 1e6))
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
         switch address {
         case let .unix(path):
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
