@@ -42,7 +42,7 @@ public enum SegdMetrics {
         ("segd_model_info", .gauge, "The loaded model (value 1)."),
         ("segd_build_info", .gauge, "segd's version and the Swift it was built with (value 1)."),
         ("process_resident_memory_bytes", .gauge, "Resident memory size in bytes."),
-        ("process_cpu_seconds_total", .gauge, "User and system CPU time spent, seconds."),
+        ("process_cpu_seconds_total", .counter, "User and system CPU time spent, seconds."),
         ("process_start_time_seconds", .gauge, "Start time of the process since the Unix epoch, seconds."),
     ]
 
@@ -90,7 +90,8 @@ final class DaemonMetrics: Sendable {
         failure = Dictionary(uniqueKeysWithValues: SegdMetrics.reasons.map {
             ($0, Counter(label: "segd_inference_request_failure", dimensions: [("reason", $0)]))
         })
-        stage = Dictionary(uniqueKeysWithValues: PipelineStage.allCases.map {
+        // postprocess runs inside the mask stage's timing (MaskRCNN.postprocess): no series of its own.
+        stage = Dictionary(uniqueKeysWithValues: PipelineStage.allCases.filter { $0 != .postprocess }.map {
             ($0, Metrics.Timer(label: "segd_stage_duration_seconds", dimensions: [("stage", $0.rawValue)]))
         })
         rescans = Dictionary(uniqueKeysWithValues: ["periodic", "overflow"].map {

@@ -64,8 +64,11 @@ public enum SegdMetricsBackend {
 }
 
 /// The gauges set from a snapshot just before each emit.
-final class ScrapeGauges: Sendable {
+final class ScrapeGauges: @unchecked Sendable {
     private let registry: PrometheusCollectorRegistry
+    /// CPU seconds already added to process_cpu_seconds_total (a counter: it only grows).
+    private let cpuLock = NSLock()
+    private var cpuCounted = 0.0
 
     init(registry: PrometheusCollectorRegistry) { self.registry = registry }
 
@@ -90,7 +93,13 @@ final class ScrapeGauges: Sendable {
         gauge("segd_build_info", [("version", build.version), ("swift", build.swift)]).set(to: 1)
         let p = ProcessStats.read()
         if let rss = p.residentBytes { gauge("process_resident_memory_bytes").set(to: Double(rss)) }
-        if let cpu = p.cpuSeconds { gauge("process_cpu_seconds_total").set(to: cpu) }
+        if let cpu = p.cpuSeconds {
+            let counter = registry.makeCounter(descriptor: SegdMetricsFactory.descriptor("process_cpu_seconds_total"), labels: [])
+            cpuLock.withLock {
+                if cpu > cpuCounted { counter.increment(by: cpu - cpuCounted) }
+                cpuCounted = max(cpuCounted, cpu)
+            }
+        }
         gauge("process_start_time_seconds").set(to: s.startedAt.rounded())
     }
 }
