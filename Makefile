@@ -12,17 +12,33 @@ OUT        ?= out
 APT_PACKAGES := pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libwebp-dev libtiff-dev \
                 libheif-dev libfreetype-dev \
                 libinotifytools0-dev libsqlite3-dev fonts-dejavu-core
+# What only the tests need: a real browser for the status page (chromium), Prometheus' own
+# text-format parser (promtool, in the prometheus package) and systemd-analyze (systemd)
+# for the unit's security rating.
+TEST_APT_PACKAGES := chromium prometheus systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test bench fuzz clean install uninstall
+.PHONY: all deps test-deps build run test bench fuzz clean install uninstall
 
 all: build
 
-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+# $(call apt_missing,PACKAGES): installs those of PACKAGES that are not installed.
+define apt_missing
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing missing Debian packages:" $$missing; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+endef
+
+deps:
+	$(call apt_missing,$(APT_PACKAGES))
+
+# The prometheus package is there for promtool: its server, which Debian enables, stays off.
+test-deps: deps
+	$(call apt_missing,$(TEST_APT_PACKAGES))
+	@if command -v systemctl >/dev/null && systemctl is-enabled prometheus >/dev/null 2>&1; then \
+	  $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 	fi
 
 build: deps
@@ -33,7 +49,7 @@ run: build
 
 # Tests run a debug build: it compiles in about half the time of a release build, and the
 # fixtures (a tiny model, small images) keep the debug-speed kernels fast enough.
-test: deps
+test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-swift-testing
 

@@ -145,6 +145,9 @@ public final class Daemon: @unchecked Sendable {
         lock.withLock { busySince = Self.uptime }
         defer { lock.withLock { busySince = nil } }
         if new.workers != old.workers { log.warning("workers takes effect at the next start", metadata: ["workers": "\(new.workers)"]) }
+        if new.httpAddresses != old.httpAddresses {
+            log.warning("service.http_listen takes effect at the next start", metadata: ["http_listen": "\(new.httpAddresses.map(\.description))"])
+        }
         var segmenter = oldRuntime.segmenter
         if new.model != old.model {
             do { segmenter = try loadModel(new) } catch {

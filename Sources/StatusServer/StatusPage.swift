@@ -154,7 +154,8 @@ struct StatusPage {
         }
         for m in [60, 45, 30, 15, 0] {
             let x = left + plotW * Double(60 - m) / 60
-            svg += "<text x=\"\(f(x))\" y=\"\(Int(h - 6))\" text-anchor=\"middle\">\(m == 0 ? "now" : "−\(m) min")</text>"
+            let anchor = m == 60 ? "start" : m == 0 ? "end" : "middle"
+            svg += "<text x=\"\(f(x))\" y=\"\(Int(h - 6))\" text-anchor=\"\(anchor)\">\(m == 0 ? "now" : "−\(m) min")</text>"
         }
         svg += "</svg><p class=\"legend\"><i class=\"done\"></i>done <i class=\"failed\"></i>failed · peak \(peak)/min</p>"
         return svg
