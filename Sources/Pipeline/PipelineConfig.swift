@@ -207,11 +207,14 @@ extension PipelineConfig {
                 case "stall_timeout_s": c.service.stallTimeoutS = try r.int(n, key, k, in: 1...86_400)
                 case "max_crashes": c.service.maxCrashes = try r.int(n, key, k, in: 1...100)
                 case "http_listen":
-                    c.service.httpListen = try r.strings(n, key, k, nonEmpty: false).map { text in
-                        guard let a = ListenAddress(text) else {
-                            throw r.error(n, "service.http_listen", "'\(text)' is neither unix:PATH nor HOST:PORT (port 0...65535)")
+                    // null: the default socket; [] (or an empty list): off.
+                    c.service.httpListen = try r.optional(n) {
+                        try r.strings(n, key, k, nonEmpty: false).map { text in
+                            guard let a = ListenAddress(text) else {
+                                throw r.error(n, "service.http_listen", "'\(text)' is neither unix:PATH nor HOST:PORT (port 0...65535)")
+                            }
+                            return a
                         }
-                        return a
                     }
                 default: throw r.unknown(n, key, k)
                 }

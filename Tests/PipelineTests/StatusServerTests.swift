@@ -249,6 +249,7 @@ final class StatusServerTests: XCTestCase {
         func parse(_ s: String) throws -> PipelineConfig { try PipelineConfig.parse(s, path: "p.yml", baseDirectory: "/etc/segd") }
         XCTAssertEqual(try parse("state_directory: /var/lib/x").httpAddresses, [.unix("/var/lib/x/segd.sock")])
         XCTAssertEqual(try parse("service:\n  http_listen: []").httpAddresses, [])
+        XCTAssertEqual(try parse("state_directory: /s\nservice:\n  http_listen: null").httpAddresses, [.unix("/s/segd.sock")])
         XCTAssertEqual(try parse("service:\n  http_listen: [\"unix:run/s.sock\", \"127.0.0.1:9464\", \"[::1]:9\"]").httpAddresses,
                        [.unix("/etc/segd/run/s.sock"), .tcp(host: "127.0.0.1", port: 9464), .tcp(host: "::1", port: 9)])
         XCTAssertThrowsError(try parse("service:\n  http_listen: [\"localhost\"]")) { e in
