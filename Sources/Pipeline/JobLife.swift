@@ -45,53 +45,6 @@ public protocol JobJournal: AnyObject, Sendable {
     func entry(id: Int64) throws -> JournalEntry?
     func all() throws -> [JournalEntry]
     func summary(failures limit: Int) throws -> JournalSummary
-    /// The `limit` most recently finished done jobs that ran (duplicates left out), newest first.
-    func recentDone(limit: Int) throws -> [JournalEntry]
-    /// Jobs finished (done or failed, duplicates left out) per `interval` seconds from `since`
-    /// until now, oldest first: the status page's throughput chart.
-    func finishedPerInterval(since: Double, interval: Double) throws -> [FinishedCount]
-}
-
-/// Jobs finished in one interval of `finishedPerInterval`.
-public struct FinishedCount: Sendable, Equatable, Codable {
-    public var start: Double
-    public var done: Int
-    public var failed: Int
-    public init(start: Double, done: Int, failed: Int) {
-        self.start = start
-        self.done = done
-        self.failed = failed
-    }
-}
-
-extension JobJournal {
-    // Correct for any implementation, from `all()`; an implementation with a query language
-    // answers them itself (Journal does).
-    public func recentDone(limit: Int) throws -> [JournalEntry] {
-        Array(try all().filter { $0.status == .done && $0.duplicateOf == nil && $0.finishedAt != nil }
-            .sorted { ($0.finishedAt!, $0.id) > ($1.finishedAt!, $1.id) }.prefix(limit))
-    }
-
-    public func finishedPerInterval(since: Double, interval: Double) throws -> [FinishedCount] {
-        FinishedCount.buckets(since: since, interval: interval, now: Date().timeIntervalSince1970,
-                              rows: try all().compactMap { e in
-                                  guard e.duplicateOf == nil, let t = e.finishedAt, t >= since, e.status == .done || e.status == .failed
-                                  else { return nil }
-                                  return (Int((t - since) / interval), e.status == .done)
-                              })
-    }
-}
-
-extension FinishedCount {
-    /// Empty intervals filled in: (interval index, done?) pairs → one count per interval.
-    static func buckets(since: Double, interval: Double, now: Double, rows: [(Int, Bool)]) -> [FinishedCount] {
-        let n = max(1, Int(((now - since) / interval).rounded(.up)))
-        var out = (0..<n).map { FinishedCount(start: since + Double($0) * interval, done: 0, failed: 0) }
-        for (i, ok) in rows where i >= 0 && i < n {
-            if ok { out[i].done += 1 } else { out[i].failed += 1 }
-        }
-        return out
-    }
 }
 
 /// One input as the job life moves it: where it was found.

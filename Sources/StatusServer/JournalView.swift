@@ -36,8 +36,8 @@ final class JournalView: @unchecked Sendable {
                     return c.resume(returning: cached)
                 }
                 do {
-                    let f = JournalFacts(summary: try journal.summary(failures: 10), recent: try journal.recentDone(limit: recentCount),
-                                         perMinute: try journal.finishedPerInterval(since: now - 3600, interval: 60), readAt: now)
+                    let f = JournalFacts(summary: try journal.summary(failures: 10), recent: try journal.statusRecentDone(limit: recentCount),
+                                         perMinute: try journal.statusFinishedPerInterval(since: now - 3600, interval: 60), readAt: now)
                     cached = f
                     cachedFor = ObjectIdentifier(journal)
                     c.resume(returning: f)
