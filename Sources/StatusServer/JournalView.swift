@@ -37,7 +37,7 @@ final class JournalView: @unchecked Sendable {
                 }
                 do {
                     let f = JournalFacts(summary: try journal.summary(failures: 10), recent: try journal.statusRecentDone(limit: recentCount),
-                                         perMinute: try journal.statusFinishedPerInterval(since: now - 3600, interval: 60), readAt: now)
+                                         perMinute: try journal.statusFinishedPerInterval(since: Self.hourStart(now), interval: 60), readAt: now)
                     cached = f
                     cachedFor = ObjectIdentifier(journal)
                     c.resume(returning: f)
@@ -47,6 +47,10 @@ final class JournalView: @unchecked Sendable {
             }
         }
     }
+
+    /// The start of the minute 59 minutes before this one: 60 bars on whole minutes, the
+    /// last one the current minute so far.
+    static func hourStart(_ now: Double) -> Double { ((now / 60).rounded(.down) - 59) * 60 }
 
     /// One row, read now (a job's page must not be stale).
     func entry(_ journal: (any JobJournal)?, id: Int64) async throws -> JournalEntry? {
