@@ -160,7 +160,10 @@ public final class StatusServer: Sendable {
             journalError = "\(error)"
         }
         let html = StatusPage(snapshot: s, facts: facts, journalError: journalError).render()
-        return Self.text(html, type: "text/html; charset=utf-8")
+        var r = Self.text(html, type: "text/html; charset=utf-8")
+        // The page needs nothing but itself and this server's images: say so to the browser.
+        r.headers[.init("Content-Security-Policy")!] = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'"
+        return r
     }
 
     // MARK: Jobs and their files
@@ -183,7 +186,11 @@ public final class StatusServer: Sendable {
               let e = try await journalView.entry(daemon.journalForStatus, id: id) else { return Self.notFound }
         let outputs = JobDocument.outputs(of: e)
         guard n < outputs.count, let path = servable(outputs[n]) else { return Self.notFound }
-        guard let data = FileManager.default.contents(atPath: path) else { return Self.notFound }
+        // Read off the event loop and the concurrency pool: an annotated image can be megabytes.
+        let read: Data? = await withCheckedContinuation { c in
+            DispatchQueue.global(qos: .utility).async { c.resume(returning: FileManager.default.contents(atPath: path)) }
+        }
+        guard let data = read else { return Self.notFound }
         return Self.bytes(Array(data), type: Self.contentType(path), cache: "private, max-age=3600")
     }
 

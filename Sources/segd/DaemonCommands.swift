@@ -53,6 +53,7 @@ struct Watch: ParsableCommand {
             }
         }
         let code = daemon.run()
+        for case let .unix(path) in c.httpAddresses { unlink(path) }
         if code != 0 { throw ExitCode(code) }
     }
 }
