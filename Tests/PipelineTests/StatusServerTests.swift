@@ -249,6 +249,33 @@ final class StatusServerTests: XCTestCase {
         _ = d.waitForExit(timeout: 5)
     }
 
+    func testDuplicatesRescansCrashRecoveriesAndQuarantinesAreCounted() throws {
+        let ws = try DaemonWorkspace(self)
+        let sock = ws.root + "/http.sock"
+        try ws.writeConfig(service: "status_interval_s: 1\n  max_crashes: 1\n  http_listen: [\"unix:\(sock)\"]", inputs: "rescan_interval_s: 1")
+        let a = ListenAddress.unix(sock)
+        // A poisoned input crashes the first process (max_crashes 1: it is quarantined at the next start).
+        try ws.put(DaemonFixture.png(seed: 18_300), "poison.png", oldMtime: true)
+        let first = try SegdDaemon(ws, environment: ["SEGD_TEST_CRASH_ON": "poison.png"], logName: "crash")
+        XCTAssertEqual(first.waitForExit(timeout: 60)?.reason, .uncaughtSignal, first.log)
+        let d = try SegdDaemon(ws, logName: "after")
+        XCTAssertTrue(d.waitForLog("ready"), d.log)
+        try ws.put(DaemonFixture.png(seed: 18_301), "one.png")
+        XCTAssertTrue(waitUntil(timeout: 30) { ((try? ws.journal()) ?? []).contains { $0.status == .done } }, d.log)
+        try ws.put(DaemonFixture.png(seed: 18_301), "same-again.png")
+        var m: [Sample] = []
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            m = samples((try? self.get(a, "/metrics").text) ?? "")
+            return m.value("segd_duplicates_skipped_total") == 1 && (m.value("segd_watcher_rescans_total", ["reason": "periodic"]) ?? 0) >= 1
+        }, "\(m.filter { $0.name.hasPrefix("segd_duplicates") || $0.name.hasPrefix("segd_watcher") })")
+        XCTAssertEqual(m.value("segd_crash_recoveries_total"), 1)
+        XCTAssertEqual(m.value("segd_inputs_quarantined_total"), 1)
+        XCTAssertEqual(m.value("segd_watcher_overflows_total"), 0)
+        XCTAssertEqual(m.value("segd_inference_request_success"), 1, "the duplicate is not run")
+        d.send(SIGKILL)
+        _ = d.waitForExit(timeout: 5)
+    }
+
     func testHTTPListenConfiguration() throws {
         func parse(_ s: String) throws -> PipelineConfig { try PipelineConfig.parse(s, path: "p.yml", baseDirectory: "/etc/segd") }
         XCTAssertEqual(try parse("state_directory: /var/lib/x").httpAddresses, [.unix("/var/lib/x/segd.sock")])

@@ -97,7 +97,7 @@ EOF
   done
   "$SEGD" watch --config "$r/pipeline.yml" > "$r/log" 2>&1 &
   local pid=$!
-  until grep -qE '^[^ ]+ +info +ready ' "$r/log"; do sleep 0.05; kill -0 $pid || { cat "$r/log"; exit 1; }; done
+  until grep -qE '^[^ ]+ +info +ready ' "$r/log" 2>/dev/null; do sleep 0.05; kill -0 $pid || { cat "$r/log"; exit 1; }; done
   local spid=
   if [ "$mode" = on ]; then
     python3 "$T/scrape.py" "$r/segd.sock" "$INTERVAL" "$r/scrapes" &
@@ -110,14 +110,17 @@ EOF
   until [ "$(grep -cE '^[^ ]+ +info +done ' "$r/log" || true)" -ge "$N" ]; do sleep 0.05; kill -0 $pid || { cat "$r/log"; exit 1; }; done
   t1=$(date +%s.%N)
   if [ -n "$spid" ]; then kill -TERM "$spid"; wait "$spid" 2>/dev/null || true; fi
+  # segd's own CPU time (user + system, all threads) per image: what answering the scrapes
+  # costs shows here even when the wall-clock figure is noisy.
+  local cpu; cpu=$(awk -v tck="$(getconf CLK_TCK)" -v n="$N" '{ sub(/.*\) /, ""); printf "%.3f", ($12 + $13) / tck / n }' "/proc/$pid/stat")
   kill -TERM $pid; wait $pid || true
   local failed; failed=$(grep -cE '^[^ ]+ +warning +failed ' "$r/log" || true)
   [ "$failed" = 0 ] || { echo "round $mode $2: $failed failed"; grep -E ' failed ' "$r/log" | head -3; exit 1; }
   local ips; ips=$(python3 -c "import sys; print(f'{$N / ($t1 - $t0):.4f}')")
   local extra=""
   [ -f "$r/scrapes" ] && extra=" (scrapes, errors, slowest ms: $(cat "$r/scrapes"))"
-  echo "round $2 $mode: $ips images/s$extra" >&2
-  echo "$ips"
+  echo "round $2 $mode: $ips images/s, segd CPU $cpu s/image$extra" >&2
+  echo "$ips $cpu"
 }
 
 offs=(); ons=()
@@ -127,11 +130,15 @@ for k in $(seq 1 "$ROUNDS"); do
 done
 python3 - "${offs[*]}" "${ons[*]}" <<'EOF'
 import statistics, sys
-off = [float(x) for x in sys.argv[1].split()]
-on = [float(x) for x in sys.argv[2].split()]
+def split(s):
+    v = [float(x) for x in s.split()]
+    return v[0::2], v[1::2]
+off, offcpu = split(sys.argv[1])
+on, oncpu = split(sys.argv[2])
 mo, mn = statistics.median(off), statistics.median(on)
-print(f"off: median {mo:.3f} images/s  ({', '.join(f'{x:.3f}' for x in off)})")
-print(f"on + /metrics every 100 ms: median {mn:.3f} images/s  ({', '.join(f'{x:.3f}' for x in on)})")
-print(f"on/off: {mn / mo:.4f}  ({(mn / mo - 1) * 100:+.2f} %; target: within 2 %)")
+co, cn = statistics.median(offcpu), statistics.median(oncpu)
+print(f"off: median {mo:.3f} images/s  ({', '.join(f'{x:.3f}' for x in off)}); segd CPU {co:.3f} s/image")
+print(f"on + /metrics every 100 ms: median {mn:.3f} images/s  ({', '.join(f'{x:.3f}' for x in on)}); segd CPU {cn:.3f} s/image")
+print(f"on/off throughput: {mn / mo:.4f}  ({(mn / mo - 1) * 100:+.2f} %; target: within 2 %); CPU per image on/off: {cn / co:.4f}")
 EOF
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
