@@ -313,7 +313,7 @@ public final class Journal: JobJournal, @unchecked Sendable {
     public func recentDone(limit: Int) throws -> [JournalEntry] {
         try read("list recent results") { db in
             try StoredEntry.fetchAll(db, sql: """
-                SELECT * FROM jobs WHERE status = 'done' AND duplicate_of IS NULL AND finished_at IS NOT NULL
+                SELECT * FROM jobs WHERE +status = 'done' AND duplicate_of IS NULL AND finished_at IS NOT NULL
                 ORDER BY finished_at DESC, id DESC LIMIT ?
                 """, arguments: [limit]).map(\.entry)
         }
@@ -323,7 +323,7 @@ public final class Journal: JobJournal, @unchecked Sendable {
         try read("count finished jobs") { db in
             let rows = try Row.fetchAll(db, sql: """
                 SELECT CAST((finished_at - ?) / ? AS INTEGER) AS bucket, status = 'done' AS ok, COUNT(*) AS n FROM jobs
-                WHERE finished_at >= ? AND status IN ('done', 'failed') AND duplicate_of IS NULL GROUP BY bucket, ok
+                WHERE finished_at >= ? AND +status IN ('done', 'failed') AND duplicate_of IS NULL GROUP BY bucket, ok
                 """, arguments: [since, interval, since])
             let pairs = rows.flatMap { r -> [(Int, Bool)] in
                 let b: Int = r["bucket"], ok: Bool = r["ok"], n: Int = r["n"]
@@ -341,9 +341,11 @@ public final class Journal: JobJournal, @unchecked Sendable {
             }
             s.duplicates = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE duplicate_of IS NOT NULL") ?? 0
             let now = Self.now
+            // "+status": the finished_at index, not the status index (which SQLite picks
+            // otherwise and then walks every done row: 0.4 s against 2 ms on a million rows).
             func finished(since seconds: Double) throws -> Int {
                 try Int.fetchOne(db, sql: """
-                    SELECT COUNT(*) FROM jobs WHERE finished_at >= ? AND status IN ('done', 'failed') AND duplicate_of IS NULL
+                    SELECT COUNT(*) FROM jobs WHERE finished_at >= ? AND +status IN ('done', 'failed') AND duplicate_of IS NULL
                     """, arguments: [now - seconds]) ?? 0
             }
             s.finishedLastMinute = try finished(since: 60)

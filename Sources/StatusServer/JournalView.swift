@@ -1,6 +1,6 @@
 // What the page and /metrics show from the journal, read through `JobJournal` on a queue of
 // its own and kept for a couple of seconds: a scraper every 100 ms costs one journal read
-// every `maxAge`, and never blocks the event loop or the pipeline's journal writes for
+// every `maxAge` (longer when reads are slow), and never blocks the event loop or the pipeline's journal writes for
 // longer than one read.
 import Dispatch
 import Foundation
@@ -19,6 +19,9 @@ final class JournalView: @unchecked Sendable {
     private let recentCount: Int
     private var cached: JournalFacts?
     private var cachedFor: ObjectIdentifier?
+    /// How long the last read took: the facts are kept at least 20 times that, so however
+    /// large the journal, status reads hold it at most 5 % of the time.
+    private var lastReadSeconds = 0.0
 
     init(maxAge: Double = 2, recentCount: Int = 12) {
         self.maxAge = maxAge
@@ -32,7 +35,7 @@ final class JournalView: @unchecked Sendable {
         return try await withCheckedThrowingContinuation { (c: CheckedContinuation<JournalFacts?, any Error>) in
             queue.async { [self] in
                 let now = Date().timeIntervalSince1970
-                if let cached, cachedFor == ObjectIdentifier(journal), now - cached.readAt < maxAge {
+                if let cached, cachedFor == ObjectIdentifier(journal), now - cached.readAt < max(maxAge, 20 * lastReadSeconds) {
                     return c.resume(returning: cached)
                 }
                 do {
@@ -40,6 +43,7 @@ final class JournalView: @unchecked Sendable {
                                          perMinute: try journal.statusFinishedPerInterval(since: Self.hourStart(now), interval: 60), readAt: now)
                     cached = f
                     cachedFor = ObjectIdentifier(journal)
+                    lastReadSeconds = Date().timeIntervalSince1970 - now
                     c.resume(returning: f)
                 } catch {
                     c.resume(throwing: error)
