@@ -41,7 +41,7 @@ final class HeadlessChromium {
         posix_spawn_file_actions_adddup2(&actions, logFD, 2)
         let args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--user-data-dir=" + profile,
                     "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-                    "--hide-scrollbars", "--window-size=\(width),\(height)", "about:blank"]
+                    "--hide-scrollbars", "--disable-dev-shm-usage", "--window-size=\(width),\(height)", "about:blank"]
         let argv = args.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var p: pid_t = 0
