@@ -2,7 +2,7 @@
 # What the HTTP endpoint costs the pipeline: W2-style folder throughput of `segd watch`
 # (decode, inference, RLE JSON, annotated JPEG per image) with service.http_listen off
 # against on with a scraper fetching /metrics every 100 ms, in one run, rounds alternating
-# off/on so that drift on a shared machine falls on both alike.
+# off/on/on/off so that drift on a shared machine falls on both alike.
 #
 #   tools/bench/http_overhead.sh        (ROUNDS=4 COPIES=2 SEGD=.build/release/segd WORKLOAD=w2|samples)
 #
@@ -125,8 +125,12 @@ EOF
 
 offs=(); ons=()
 for k in $(seq 1 "$ROUNDS"); do
-  offs+=("$(round off "$k")")
-  ons+=("$(round on "$k")")
+  # off, on, on, off, off, on, ...: neither mode always goes first.
+  if [ $((k % 2)) = 1 ]; then
+    offs+=("$(round off "$k")"); ons+=("$(round on "$k")")
+  else
+    ons+=("$(round on "$k")"); offs+=("$(round off "$k")")
+  fi
 done
 python3 - "${offs[*]}" "${ons[*]}" <<'EOF'
 import statistics, sys
