@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         // SHA-256 of inputs and models (BoringSSL's SHA-NI/AVX2 code).
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The cluster journal (state_database: postgresql://…), docs/cluster.md.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL",
@@ -47,6 +49,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
         .executableTarget(name: "segd", dependencies: [
             "Pipeline", "Tensor",

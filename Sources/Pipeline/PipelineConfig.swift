@@ -85,6 +85,9 @@ public struct PipelineConfig: Sendable, Equatable {
         public var stallTimeoutS = 300
         /// An input that was being processed when segd crashed this many times goes to failed/.
         public var maxCrashes = 3
+        /// A claimed job's lease: a node that has not renewed it for this long (killed, frozen,
+        /// cut off) loses the job to another node. Renewed every lease_s / 3.
+        public var leaseS = 30
     }
 
     public var model = Model()
@@ -92,6 +95,8 @@ public struct PipelineConfig: Sendable, Equatable {
     public var outputs = Outputs()
     public var after = After()
     public var stateDirectory = "/var/lib/segd/state"
+    /// The shared journal of a cluster (docs/cluster.md); nil: SQLite in state_directory.
+    public var stateDatabase: DatabaseSettings?
     public var batching = Batching()
     public var queues = Queues()
     /// oneDNN (OpenMP) threads; 0: one per core. Read at start only.
@@ -181,6 +186,25 @@ extension PipelineConfig {
                 }
             }
             case "state_directory": c.stateDirectory = try r.string(node, "", key)
+            case "state_database":
+                if case .scalar = node, node.null != nil { c.stateDatabase = nil; break }
+                if node.mapping != nil {
+                    var url: String?, passwordFile: String?
+                    try r.mapping(node, key) { k, n, r in
+                        switch k {
+                        case "url": url = try r.string(n, key, k)
+                        case "password_file": passwordFile = try r.optional(n) { try r.string(n, key, k) }
+                        default: throw r.unknown(n, key, k)
+                        }
+                    }
+                    guard let url else {
+                        throw PipelineError.config(path: path, line: node.mark?.line, key: "state_database.url", reason: "missing: postgresql://USER@HOST:PORT/DATABASE")
+                    }
+                    c.stateDatabase = try DatabaseSettings(url: url, passwordFile: passwordFile, configPath: path, line: r.lines["state_database.url"])
+                } else {
+                    c.stateDatabase = try DatabaseSettings(url: try r.string(node, "", key), passwordFile: nil, configPath: path,
+                                                           line: r.lines["state_database"])
+                }
             case "batching": try r.mapping(node, key) { k, n, r in
                 switch k {
                 case "max_batch": c.batching.maxBatch = try r.int(n, key, k, in: 1...64)
@@ -202,6 +226,7 @@ extension PipelineConfig {
                 case "status_interval_s": c.service.statusIntervalS = try r.int(n, key, k, in: 1...3600)
                 case "stall_timeout_s": c.service.stallTimeoutS = try r.int(n, key, k, in: 1...86_400)
                 case "max_crashes": c.service.maxCrashes = try r.int(n, key, k, in: 1...100)
+                case "lease_s": c.service.leaseS = try r.int(n, key, k, in: 1...3600)
                 default: throw r.unknown(n, key, k)
                 }
             }
@@ -232,6 +257,7 @@ extension PipelineConfig {
         c.after.doneDirectory = abs(c.after.doneDirectory)
         c.after.failedDirectory = abs(c.after.failedDirectory)
         c.stateDirectory = abs(c.stateDirectory)
+        c.stateDatabase?.passwordFile = c.stateDatabase?.passwordFile.map(abs)
         return c
     }
 
