@@ -89,6 +89,16 @@ public struct JournalInput: Sendable {
     public var mtimeNs: Int64
     public var hash: String
     public var model: String
+
+    public init(path: String, root: String, relative: String, size: Int64, mtimeNs: Int64, hash: String, model: String) {
+        self.path = path
+        self.root = root
+        self.relative = relative
+        self.size = size
+        self.mtimeNs = mtimeNs
+        self.hash = hash
+        self.model = model
+    }
 }
 
 /// A row read through GRDB (its record protocol stays inside this file).

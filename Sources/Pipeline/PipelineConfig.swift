@@ -257,7 +257,7 @@ extension PipelineConfig {
         c.after.doneDirectory = abs(c.after.doneDirectory)
         c.after.failedDirectory = abs(c.after.failedDirectory)
         c.stateDirectory = abs(c.stateDirectory)
-        c.stateDatabase?.passwordFile = c.stateDatabase?.passwordFile.map(abs)
+        if let file = c.stateDatabase?.passwordFile { c.stateDatabase?.passwordFile = abs(file) }
         return c
     }
 

@@ -30,6 +30,10 @@ final class JournalContractTests: XCTestCase {
     }
 
     func input(_ name: String, size: Int64 = 100, mtime: Int64 = 1, hash: String? = nil) -> JournalInput {
+        Self.input(name, size: size, mtime: mtime, hash: hash)
+    }
+
+    static func input(_ name: String, size: Int64 = 100, mtime: Int64 = 1, hash: String? = nil) -> JournalInput {
         JournalInput(path: "/in/" + name, root: "/in", relative: name, size: size, mtimeNs: mtime, hash: hash ?? "h-" + name, model: "m")
     }
 
@@ -73,16 +77,16 @@ final class JournalContractTests: XCTestCase {
     /// shared folder): 50 jobs, every other answer `known`.
     func testConcurrentAdmitsOfOneFileMakeOneJob() throws {
         for (kind, j) in try journals() {
-            let queued = LockedBox(0), known = LockedBox(0), errors = LockedBox<[String]>([])
+            let queued = Shared(0), known = Shared(0), errors = Shared<[String]>([])
             DispatchQueue.concurrentPerform(iterations: 8) { _ in
                 for i in 0..<50 {
                     do {
-                        switch try j.admit(self.input("f\(i).png")) {
-                        case .queued: queued.value += 1
-                        case .known: known.value += 1
-                        case .duplicate: errors.value.append("duplicate")
+                        switch try j.admit(Self.input("f\(i).png")) {
+                        case .queued: queued.update { $0 += 1 }
+                        case .known: known.update { $0 += 1 }
+                        case .duplicate: errors.update { $0.append("duplicate") }
                         }
-                    } catch { errors.value.append("\(error)") }
+                    } catch { errors.update { $0.append("\(error)") } }
                 }
             }
             XCTAssertEqual(errors.value, [], kind)
@@ -111,16 +115,16 @@ final class JournalContractTests: XCTestCase {
     func testConcurrentClaimersNeverShareAJob() throws {
         for (kind, j) in try journals() {
             for i in 0..<200 { _ = try j.admit(input("r\(i).png")) }
-            let got = LockedBox<[Int64]>([]), errors = LockedBox<[String]>([])
+            let got = Shared<[Int64]>([]), errors = Shared<[String]>([])
             let workers = (0..<4).map { WorkerID(host: "w", pid: Int32($0), tag: "t\($0)") }
             DispatchQueue.concurrentPerform(iterations: 4) { w in
                 while true {
                     do {
                         let c = try j.claim(max: 3, worker: workers[w], lease: 30)
                         if c.isEmpty { break }
-                        got.value += c.map(\.id)
+                        got.update { $0 += c.map(\.id) }
                     } catch {
-                        errors.value.append("\(error)")
+                        errors.update { $0.append("\(error)") }
                         break
                     }
                 }
@@ -290,11 +294,22 @@ final class JournalContractTests: XCTestCase {
     func testSchemaIsCreatedOnceAndVersioned() throws {
         if Self.server == nil { Self.server = try PostgresServer() }
         let db = try Self.server!.createDatabase()
+        let errors = Shared<[String]>([])
         DispatchQueue.concurrentPerform(iterations: 3) { _ in
-            XCTAssertNoThrow(try PostgresJournal(db, password: nil, log: .init(label: "m"), listen: false))
+            do { _ = try PostgresJournal(db, password: nil, log: .init(label: "m"), listen: false) } catch { errors.update { $0.append("\(error)") } }
         }
+        XCTAssertEqual(errors.value, [])
         let out = try Self.server!.runTool("psql", ["-h", "127.0.0.1", "-p", "\(Self.server!.port)", "-U", "segd", "-d", db.database,
                                                     "-Atc", "SELECT string_agg(version::text, ',') FROM segd_schema"])
         XCTAssertEqual(out.trimmingCharacters(in: .whitespacesAndNewlines), (1...PostgresJournal.schemaVersion).map(String.init).joined(separator: ","))
     }
+}
+
+/// A value several threads update: `update` is one locked read-modify-write.
+final class Shared<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    var value: T { lock.withLock { v } }
+    func update(_ body: (inout T) -> Void) { lock.withLock { body(&v) } }
 }
