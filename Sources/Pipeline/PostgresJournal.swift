@@ -33,6 +33,7 @@ public final class PostgresJournal: JobJournal, @unchecked Sendable {
     private let signal = WorkSignal()
     private let lock = NSLock()
     private var connection: PostgresConnection?
+    private let connecting = NSLock()
     private var nextConnectionID = 1
     private var listener: Task<Void, Never>?
     /// A query that takes longer than this is taken as a lost connection (a partition
@@ -58,7 +59,13 @@ public final class PostgresJournal: JobJournal, @unchecked Sendable {
 
     deinit {
         listener?.cancel()
-        connection?.close().whenComplete { _ in }
+        if let c = connection { Self.close(c) }
+    }
+
+    /// Closes in the background; the closure keeps the connection alive until it is closed
+    /// (postgres-nio requires that of every connection).
+    private static func close(_ c: PostgresConnection) {
+        c.close().whenComplete { _ in _ = c }
     }
 
     // MARK: The bridge
@@ -98,22 +105,36 @@ public final class PostgresJournal: JobJournal, @unchecked Sendable {
     /// Written by the task before it signals, read by the waiter after.
     private final class Outcome<T>: @unchecked Sendable { var value: Result<T, any Error>? }
 
-    /// The shared query connection, connected if needed.
+    /// The shared query connection, connected if needed (one caller connects at a time).
     private func queryConnection() throws -> PostgresConnection {
+        if let c = lock.withLock({ connection }), !c.isClosed { return c }
+        connecting.lock()
+        defer { connecting.unlock() }
         if let c = lock.withLock({ connection }), !c.isClosed { return c }
         let c: PostgresConnection
         do {
-            c = try blocking(timeout: 10) { try await self.connect() }
+            c = try blocking(timeout: 10) {
+                let c = try await self.connect()
+                if Task.isCancelled {  // the caller gave up waiting: nobody will use it
+                    try? await c.close()
+                    throw CancellationError()
+                }
+                return c
+            }
         } catch {
             throw PipelineError.databaseUnavailable(location: location, reason: Self.describe(error))
         }
-        lock.withLock { connection = c }
+        let old = lock.withLock { () -> PostgresConnection? in
+            defer { connection = c }
+            return connection
+        }
+        if let old { Self.close(old) }
         return c
     }
 
     private func dropConnection(_ c: PostgresConnection) {
         lock.withLock { if connection === c { connection = nil } }
-        c.close().whenComplete { _ in }
+        Self.close(c)
     }
 
     /// One statement; its rows. Errors: `databaseUnavailable` when the connection is gone

@@ -78,27 +78,33 @@ final class PostgresServer: @unchecked Sendable {
         return DatabaseSettings(user: "segd", host: "127.0.0.1", port: port, database: name)
     }
 
-    /// Runs one of the server's tools; throws with its output when it fails.
+    /// Runs one of the server's tools; throws with its output when it fails. posix_spawn and
+    /// waitpid rather than Foundation's Process: pg_ctl leaves the server running as a
+    /// grandchild, and Process's exit detection was seen to hang on that here.
     @discardableResult
     func runTool(_ tool: String, _ args: [String]) throws -> String {
-        let p = Process()
-        if let asUser {
-            p.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            p.arguments = ["-u", asUser, "--", bin + "/" + tool] + args
-        } else {
-            p.executableURL = URL(fileURLWithPath: bin + "/" + tool)
-            p.arguments = args
-        }
-        p.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
+        // In /tmp: the postgres user may not be able to enter the test's working directory.
+        let argv = ["/usr/bin/env", "-C", "/tmp"] + (asUser.map { ["/usr/sbin/runuser", "-u", $0, "--"] } ?? []) + [bin + "/" + tool] + args
+        let outPath = "/tmp/segd-pg-tool-\(getpid())-\(UUID().uuidString.prefix(6)).out"
+        defer { unlink(outPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o666)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var pid: pid_t = 0
+        let cargs = argv.map { strdup($0) } + [nil]
+        defer { for a in cargs { free(a) } }
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, cargs, environ)
+        guard rc == 0 else { throw NSError(domain: "PostgresServer", code: Int(rc), userInfo: [NSLocalizedDescriptionKey: "cannot run \(argv[0])"]) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        let exited = (status & 0x7f) == 0, code = (status >> 8) & 0xff
+        guard exited && code == 0 else {
             let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
-            throw NSError(domain: "PostgresServer", code: Int(p.terminationStatus),
+            throw NSError(domain: "PostgresServer", code: Int(code),
                           userInfo: [NSLocalizedDescriptionKey: "\(tool) \(args.joined(separator: " ")): \(out)\n\(log.suffix(2000))"])
         }
         return out
