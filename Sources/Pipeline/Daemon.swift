@@ -405,10 +405,13 @@ final class Runtime: @unchecked Sendable {
     /// The backstop of the journal's wake-ups: a claim is tried at least this often.
     private static let pollInterval = 1.0
 
-    /// Jobs handed to the pipeline and not finished; started ones (journal: processing).
+    /// Jobs handed to the pipeline and not finished, by submission number (the pipeline
+    /// Job's id): one row can be in the pipeline twice, when this node lost its claim while
+    /// frozen and then claimed the requeued row again; each instance keeps its own claim.
     private let flight = NSCondition()
-    private var submitted: [Int64: ReadyItem] = [:]
-    private var started = Set<Int64>()
+    private var submitted: [Int: ReadyItem] = [:]
+    private var started = Set<Int>()
+    private var submissions = 0
     /// Held from a job's journal mark to its entry in `started`, so that the list taken at a
     /// stop bound holds every row marked processing (a CI run once left one row processing
     /// with its attempt counted: a job started between the list and the requeue).
@@ -508,15 +511,18 @@ final class Runtime: @unchecked Sendable {
             stats.record(ok: false)
             return
         }
-        let job = Job(id: Int(item.id), inputPath: item.path, outputStem: stem)
         if item.suspect {
             // In flight when its holder died: run it alone, so that if it crashes again
             // only it is charged for the crash.
             waitUntilIdle()
             log.info("processing alone (was in flight at a crash)", metadata: ["input": "\(item.path)", "job": "\(item.id)"])
         }
-        flight.withLock { submitted[item.id] = item }
-        pipeline.submit(job)
+        let token = flight.withLock { () -> Int in
+            submissions += 1
+            submitted[submissions] = item
+            return submissions
+        }
+        pipeline.submit(Job(id: token, inputPath: item.path, outputStem: stem))
         if item.suspect {
             pipeline.flushPartialBatch()
             waitUntilIdle()
@@ -589,8 +595,8 @@ final class Runtime: @unchecked Sendable {
 
     /// Decode queue, before the file is read.
     private func jobStarted(_ job: Job) {
-        let id = Int64(job.id)
-        guard let item = flight.withLock({ submitted[id] }) else { return }
+        guard let item = flight.withLock({ submitted[job.id] }) else { return }
+        let id = item.id
         startGate.lock()
         if startsClosed {
             // The stop bound passed and the process is about to _exit: park this stage
@@ -607,7 +613,7 @@ final class Runtime: @unchecked Sendable {
             log.error("cannot mark job started", metadata: ["input": "\(job.inputPath)", "error": "\(error)"])
         }
         flight.withLock {
-            started.insert(id)
+            started.insert(job.id)
             lastProgress = Daemon.uptime
         }
         startGate.unlock()
@@ -625,12 +631,12 @@ final class Runtime: @unchecked Sendable {
 
     /// Write queue, after the outputs are written (or the job failed).
     private func jobFinished(_ job: Job) {
-        let id = Int64(job.id)
-        guard let item = flight.withLock({ submitted[id] }) else { return }
+        guard let item = flight.withLock({ submitted[job.id] }) else { return }
+        let id = item.id
         defer {
             flight.withLock {
-                submitted[id] = nil
-                started.remove(id)
+                submitted[job.id] = nil
+                started.remove(job.id)
                 lastProgress = Daemon.uptime
                 flight.broadcast()
             }

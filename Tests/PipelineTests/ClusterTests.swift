@@ -44,18 +44,30 @@ final class ClusterTests: XCTestCase {
         let all = rows(j)
         let byPath = Dictionary(grouping: all, by: \.path)
         XCTAssertEqual(all.count, names.count, "journal rows", file: file, line: line)
-        XCTAssertEqual(Set(byPath.keys), Set(names.map { ws.inbox + "/" + $0 }), file: file, line: line)
+        let expected = Set(names.map { ws.inbox + "/" + $0 })
+        XCTAssertEqual(expected.subtracting(byPath.keys).sorted(), [], "inputs without a row", file: file, line: line)
         for (path, entries) in byPath {
             XCTAssertEqual(entries.count, 1, "\(path) has \(entries.count) rows", file: file, line: line)
             XCTAssertEqual(entries.first?.status, .done, "\(path): \(entries.first?.error ?? "")", file: file, line: line)
         }
-        XCTAssertEqual(Set(ws.files(ws.done)), Set(names), "done/", file: file, line: line)
+        XCTAssertEqual(Set(names).subtracting(ws.files(ws.done)).sorted(), [], "not in done/", file: file, line: line)
         XCTAssertEqual(ws.files(ws.done).count, names.count, file: file, line: line)
         let out = ws.files(ws.out)
         let stems = names.map { ($0 as NSString).deletingPathExtension }
-        XCTAssertEqual(Set(out.filter { $0.hasSuffix(".json") }), Set(stems.map { $0 + ".json" }), file: file, line: line)
+        XCTAssertEqual(Set(stems.map { $0 + ".json" }).symmetricDifference(out.filter { $0.hasSuffix(".json") }).sorted(), [],
+                       "results missing or extra", file: file, line: line)
         XCTAssertEqual(out.filter { ($0 as NSString).lastPathComponent.hasPrefix(".") }, [], "temporary files left", file: file, line: line)
         XCTAssertEqual(ws.files(ws.inbox), [], file: file, line: line)
+    }
+
+    /// The nodes' logs survive a failed test (the workspace does not) in /tmp/segd-cluster-logs.
+    func keepLogs(_ ws: DaemonWorkspace) {
+        guard (testRun?.failureCount ?? 0) > 0 else { return }
+        let dir = "/tmp/segd-cluster-logs/\(name.filter { $0.isLetter || $0.isNumber })"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for f in (try? FileManager.default.contentsOfDirectory(atPath: ws.root)) ?? [] where f.hasSuffix(".log") {
+            try? FileManager.default.copyItem(atPath: ws.root + "/" + f, toPath: dir + "/" + f)
+        }
     }
 
     func stop(_ nodes: [SegdDaemon], file: StaticString = #filePath, line: UInt = #line) {
@@ -69,6 +81,7 @@ final class ClusterTests: XCTestCase {
     /// results are discarded.
     func testThreeNodesLoseNothingWhenOneIsKilledAndOneFrozenPastItsLease() throws {
         let ws = try DaemonWorkspace(self)
+        addTeardownBlock { [unowned self] in keepLogs(ws) }
         let db = try database()
         try writeClusterConfig(ws, db, lease: 3)
         let j = try PostgresJournal(db, password: nil, log: .init(label: "test"), listen: false)
@@ -81,11 +94,11 @@ final class ClusterTests: XCTestCase {
         for name in names { XCTAssertEqual(rename(ws.staging + "/" + name, ws.inbox + "/" + name), 0) }
 
         let (killed, frozen, survivor) = (nodes[0], nodes[1], nodes[2])
-        XCTAssertTrue(waitUntil(timeout: 60) { doneCount(j) >= 30 && !begun(by: killed, j).isEmpty }, killed.log)
+        XCTAssertTrue(waitUntil(timeout: 60) { doneCount(j) >= 30 && !begun(by: killed, j).isEmpty }, "see /tmp/segd-cluster-logs")
         let killedInFlight = Set(begun(by: killed, j).map(\.id))
         killed.send(SIGKILL)
         XCTAssertEqual(killed.waitForExit(timeout: 10)?.reason, .uncaughtSignal)
-        XCTAssertTrue(waitUntil(timeout: 30) { !begun(by: frozen, j).isEmpty }, frozen.log)
+        XCTAssertTrue(waitUntil(timeout: 30) { !begun(by: frozen, j).isEmpty }, "see /tmp/segd-cluster-logs")
         frozen.send(SIGSTOP)
         let frozenInFlight = Set(begun(by: frozen, j).map(\.id))
         let doneWhenFrozen = doneCount(j)
@@ -97,8 +110,8 @@ final class ClusterTests: XCTestCase {
                       "the frozen node's jobs went to another node: \(takenOver.map { ($0.id, $0.status, $0.worker ?? "-") })")
         frozen.send(SIGCONT)
 
-        XCTAssertTrue(waitUntil(timeout: 120) { doneCount(j) == n && ws.files(ws.done).count == n }, survivor.log)
-        XCTAssertTrue(frozen.waitForLog("result discarded", timeout: 30), frozen.log)
+        XCTAssertTrue(waitUntil(timeout: 120) { doneCount(j) == n && ws.files(ws.done).count == n }, "see /tmp/segd-cluster-logs")
+        XCTAssertTrue(frozen.waitForLog("result discarded", timeout: 30), "see /tmp/segd-cluster-logs")
         Thread.sleep(forTimeInterval: 1.5)  // a second record or move would show up now
         assertEachDoneOnce(ws, j, names: names)
         let all = rows(j)
@@ -134,6 +147,7 @@ final class ClusterTests: XCTestCase {
     /// each image once.
     func testNodesRideOutADatabaseRestart() throws {
         let ws = try DaemonWorkspace(self)
+        addTeardownBlock { [unowned self] in keepLogs(ws) }
         let db = try database()
         try writeClusterConfig(ws, db, lease: 10)
         let j = try PostgresJournal(db, password: nil, log: .init(label: "test"), listen: false)
@@ -143,10 +157,10 @@ final class ClusterTests: XCTestCase {
         let nodes = try (0..<2).map { try SegdDaemon(ws, environment: ["SEGD_TEST_DECODE_DELAY_MS": "30"], logName: "node\($0)") }
         for node in nodes { XCTAssertTrue(node.waitForLog("ready"), node.log) }
         for name in names { XCTAssertEqual(rename(ws.staging + "/" + name, ws.inbox + "/" + name), 0) }
-        XCTAssertTrue(waitUntil(timeout: 60) { doneCount(j) >= 25 }, nodes[0].log)
+        XCTAssertTrue(waitUntil(timeout: 60) { doneCount(j) >= 25 }, "see /tmp/segd-cluster-logs")
         try Self.server!.restart()
         let doneAtRestart = doneCount(j)
-        XCTAssertTrue(waitUntil(timeout: 120) { doneCount(j) == n && ws.files(ws.done).count == n }, nodes[0].log + nodes[1].log)
+        XCTAssertTrue(waitUntil(timeout: 120) { doneCount(j) == n && ws.files(ws.done).count == n }, "see /tmp/segd-cluster-logs")
         Thread.sleep(forTimeInterval: 1)
         assertEachDoneOnce(ws, j, names: names)
         for node in nodes { XCTAssertTrue(node.isRunning, "a database restart must not end a node:\n\(node.log)") }
@@ -162,6 +176,7 @@ final class ClusterTests: XCTestCase {
     /// are done. Dead nodes are restarted as systemd's Restart=on-failure would.
     func testPoisonedFileEndsInFailedAfterMaxCrashesAcrossTheCluster() throws {
         let ws = try DaemonWorkspace(self)
+        addTeardownBlock { [unowned self] in keepLogs(ws) }
         let db = try database()
         try writeClusterConfig(ws, db, lease: 2, maxCrashes: 3, maxBatch: 2)
         let j = try PostgresJournal(db, password: nil, log: .init(label: "test"), listen: false)
@@ -180,7 +195,7 @@ final class ClusterTests: XCTestCase {
             return r.count == 31 && r.allSatisfy { $0.status == .done || $0.status == .failed }
         }
         let logs = nodes.map(\.log).joined(separator: "\n----\n")
-        XCTAssertTrue(finished, logs)
+        XCTAssertTrue(finished, "see /tmp/segd-cluster-logs")
         let all = rows(j)
         let poison = try XCTUnwrap(all.first { $0.path.hasSuffix("/poison.png") })
         XCTAssertEqual(poison.status, .failed)
