@@ -12,9 +12,12 @@ OUT        ?= out
 APT_PACKAGES := pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libwebp-dev libtiff-dev \
                 libheif-dev libfreetype-dev \
                 libinotifytools0-dev libsqlite3-dev fonts-dejavu-core
+# Debian packages only the tests need: a real PostgreSQL the cluster tests start themselves
+# (initdb + pg_ctl into a temporary folder; docs/cluster.md).
+TEST_APT_PACKAGES := postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test bench fuzz clean install uninstall
+.PHONY: all deps test-deps build run test bench fuzz clean install uninstall
 
 all: build
 
@@ -25,6 +28,9 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+test-deps:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(TEST_APT_PACKAGES)"
+
 build: deps
 	$(SWIFT) build -c $(CONFIG)
 
@@ -33,7 +39,7 @@ run: build
 
 # Tests run a debug build: it compiles in about half the time of a release build, and the
 # fixtures (a tiny model, small images) keep the debug-speed kernels fast enough.
-test: deps
+test: deps test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-swift-testing
 

@@ -50,9 +50,9 @@ public final class PostgresJournal: JobJournal, @unchecked Sendable {
         self.settings = settings
         self.password = password
         self.log = log
-        var q = Logger(label: "segd.postgres")
-        q.logLevel = .critical
-        quiet = q
+        // Not the daemon's handler: its level is process-wide, and postgres-nio's debug
+        // messages are not for the service log.
+        quiet = Logger(label: "segd.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
         if migrate { try self.migrate() } else { _ = try run("connect", "SELECT 1") }
         if listen { startListening() }
     }
