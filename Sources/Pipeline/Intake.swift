@@ -188,7 +188,35 @@ final class Intake: @unchecked Sendable {
         queue.sync {}  // the file being considered, if any, is finished
     }
 
+    /// Logged once per outage (touched on `queue` only).
+    private var waitingForJournal = false
+
+    /// While the journal's server is away the intake waits here, retrying with back-off, so a
+    /// file found during an outage is not dropped until the next rescan.
     private func consider(_ f: FoundFile) {
+        var delay = 0.5
+        while !stopped {
+            do {
+                try admit(f)
+                if waitingForJournal { log.notice("journal reachable again; taking files") }
+                waitingForJournal = false
+                return
+            } catch PipelineError.databaseUnavailable(let at, let reason) {
+                if !waitingForJournal {
+                    log.error("journal database unavailable; holding found files until it answers",
+                              metadata: ["database": "\(at)", "reason": "\(reason)"])
+                }
+                waitingForJournal = true
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 10)
+            } catch {
+                log.error("cannot take input", metadata: ["input": "\(f.path)", "error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    private func admit(_ f: FoundFile) throws {
         log.trace("considering", metadata: ["input": "\(f.path)", "via": "\(f.origin.rawValue)"])
         // Gone again, or not a file.
         guard let st = Sys.status(f.path, followingLinks: true), (st.st_mode & S_IFMT) == S_IFREG else { return }
@@ -215,8 +243,6 @@ final class Intake: @unchecked Sendable {
             case let .known(e):
                 try known(e)
             }
-        } catch {
-            log.error("cannot take input", metadata: ["input": "\(f.path)", "error": "\(error)"])
         }
     }
 
