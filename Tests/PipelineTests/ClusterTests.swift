@@ -203,13 +203,13 @@ final class ClusterTests: XCTestCase {
         Thread.sleep(forTimeInterval: 1)
         // Every process that ran: those that died took the poisoned file with them.
         let crashes = all.filter { !$0.isRunning && $0.log.contains("SEGD_TEST_CRASH_ON: aborting") }.count
-        let rows = rows(j)
-        let poison = try XCTUnwrap(rows.first { $0.path.hasSuffix("/poison.png") })
+        let entries = rows(j)
+        let poison = try XCTUnwrap(entries.first { $0.path.hasSuffix("/poison.png") })
         XCTAssertEqual(poison.status, .failed)
         XCTAssertEqual(poison.attempts, 3)
         XCTAssertTrue(poison.error?.contains("3 times") == true, poison.error ?? "")
         XCTAssertEqual(crashes, 3, "the poisoned file crashes a node max_crashes times across the cluster, then is parked")
-        for name in good { XCTAssertEqual(rows.first { $0.path == ws.inbox + "/" + name }?.status, .done, name) }
+        for name in good { XCTAssertEqual(entries.first { $0.path == ws.inbox + "/" + name }?.status, .done, name) }
         XCTAssertTrue(waitUntil(timeout: 10) { ws.files(ws.failed) == ["poison.png", "poison.png.error.json"] }, "\(ws.files(ws.failed))")
         XCTAssertEqual(Set(ws.files(ws.done)), Set(good))
         print("poison: \(crashes) node crashes, poison.png failed after \(poison.attempts) attempts; \(good.count) others done")
