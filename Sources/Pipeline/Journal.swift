@@ -58,6 +58,54 @@ public struct JournalEntry: Codable, Sendable, Equatable {
     /// The current claim, as begin and finish name it.
     public var ticket: Ticket { Ticket(id: id, claim: claim) }
 
+    public init(id: Int64, path: String, root: String, relative: String, size: Int64, mtimeNs: Int64, hash: String, model: String,
+                status: JobStatus, attempts: Int, suspect: Bool, error: String? = nil, outputs: String? = nil, timings: String? = nil,
+                batchSize: Int? = nil, duplicateOf: Int64? = nil, finalPath: String? = nil, queuedAt: Double, startedAt: Double? = nil,
+                finishedAt: Double? = nil) {
+        self.id = id
+        self.path = path
+        self.root = root
+        self.relative = relative
+        self.size = size
+        self.mtimeNs = mtimeNs
+        self.hash = hash
+        self.model = model
+        self.status = status
+        self.attempts = attempts
+        self.suspect = suspect
+        self.error = error
+        self.outputs = outputs
+        self.timings = timings
+        self.batchSize = batchSize
+        self.duplicateOf = duplicateOf
+        self.finalPath = finalPath
+        self.queuedAt = queuedAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
+
+    /// The claim columns may be missing: `segd status` reads a v1 journal (an upgraded binary
+    /// before the daemon's restart migrated it) without migrating it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(id: try c.decode(Int64.self, forKey: .id), path: try c.decode(String.self, forKey: .path),
+                  root: try c.decode(String.self, forKey: .root), relative: try c.decode(String.self, forKey: .relative),
+                  size: try c.decode(Int64.self, forKey: .size), mtimeNs: try c.decode(Int64.self, forKey: .mtimeNs),
+                  hash: try c.decode(String.self, forKey: .hash), model: try c.decode(String.self, forKey: .model),
+                  status: try c.decode(JobStatus.self, forKey: .status), attempts: try c.decode(Int.self, forKey: .attempts),
+                  suspect: try c.decode(Bool.self, forKey: .suspect), error: try c.decodeIfPresent(String.self, forKey: .error),
+                  outputs: try c.decodeIfPresent(String.self, forKey: .outputs), timings: try c.decodeIfPresent(String.self, forKey: .timings),
+                  batchSize: try c.decodeIfPresent(Int.self, forKey: .batchSize), duplicateOf: try c.decodeIfPresent(Int64.self, forKey: .duplicateOf),
+                  finalPath: try c.decodeIfPresent(String.self, forKey: .finalPath), queuedAt: try c.decode(Double.self, forKey: .queuedAt),
+                  startedAt: try c.decodeIfPresent(Double.self, forKey: .startedAt),
+                  finishedAt: try c.decodeIfPresent(Double.self, forKey: .finishedAt))
+        worker = try c.decodeIfPresent(String.self, forKey: .worker)
+        claim = try c.decodeIfPresent(Int.self, forKey: .claim) ?? 0
+        began = try c.decodeIfPresent(Bool.self, forKey: .began) ?? false
+        leaseUntil = try c.decodeIfPresent(Double.self, forKey: .leaseUntil)
+        runAfter = try c.decodeIfPresent(Double.self, forKey: .runAfter) ?? 0
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, path, root, relative, size, hash, model, status, attempts, suspect, error, outputs, timings
         case mtimeNs = "mtime_ns", batchSize = "batch_size", duplicateOf = "duplicate_of", finalPath = "final_path"
