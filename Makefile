@@ -13,9 +13,10 @@ APT_PACKAGES := pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libwebp-dev
                 libheif-dev libfreetype-dev \
                 libinotifytools0-dev libsqlite3-dev fonts-dejavu-core
 # What only the tests need: a real browser for the status page (chromium), Prometheus' own
-# text-format parser (promtool, in the prometheus package) and systemd-analyze (systemd)
-# for the unit's security rating.
-TEST_APT_PACKAGES := chromium prometheus systemd
+# text-format parser (promtool, in the prometheus package), systemd-analyze (systemd) for
+# the unit's security rating, and a real PostgreSQL the cluster tests start themselves
+# (initdb + pg_ctl into a temporary folder; docs/cluster.md).
+TEST_APT_PACKAGES := chromium prometheus systemd postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps test-deps build run test bench fuzz clean install uninstall
@@ -41,6 +42,9 @@ test-deps: deps
 	  $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 	fi
 
+test-deps:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(TEST_APT_PACKAGES)"
+
 build: deps
 	$(SWIFT) build -c $(CONFIG)
 
@@ -49,7 +53,7 @@ run: build
 
 # Tests run a debug build: it compiles in about half the time of a release build, and the
 # fixtures (a tiny model, small images) keep the debug-speed kernels fast enough.
-test: test-deps
+test: deps test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-swift-testing
 

@@ -1,7 +1,8 @@
 // `segd watch`: the service. Threads and queues, and who talks to whom:
 //
-//   watcher thread ──found files──▶ intake queue ──ReadyQueue──▶ feeder thread ──submit──▶
-//   StagedPipeline (decode … write) ──onStarted/onFinished──▶ journal, done/ / failed/
+//   watcher thread ──found files──▶ intake queue ──admit──▶ journal ──claim──▶ feeder thread
+//   ──submit──▶ StagedPipeline (decode … write) ──onStarted/onFinished──▶ journal, done/ / failed/
+//   heartbeat timer: renews this worker's leases, takes over lost claims (JobJournal.swift)
 //
 //   lifecycle queue: start, SIGHUP reload, SIGTERM shutdown (one at a time, in order)
 //   control queue:   signal sources, STATUS= and WATCHDOG=1 timers
@@ -24,22 +25,29 @@ public final class Daemon: @unchecked Sendable {
     private var config: PipelineConfig
     private var journal: (any JobJournal)?
     private let faults: FaultHook
+    /// SEGD_DATABASE_PASSWORD as the CLI read it (Pipeline reads no environment).
+    private let databasePassword: String?
     private var runtime: Runtime?
     private var signalSources: [DispatchSourceSignal] = []
     private var timers: [DispatchSourceTimer] = []
     private let exitSignal = DispatchSemaphore(value: 0)
     private var exitCode: Int32 = 0
     private var stopping = false
+    /// SIGTERM arrived (set on the control queue: the lifecycle queue may be busy waiting
+    /// for the database at start-up).
+    private var termRequested = false
     private var busySince: Double?
     private var sentReady = false
     let stats = DaemonStats()
 
     /// - Parameter faults: the tests' injected faults (`.none` in production).
-    public init(configPath: String, config: PipelineConfig, log: Logger, faults: FaultHook = .none) {
+    /// - Parameter databasePassword: for `state_database`, when no password_file is set.
+    public init(configPath: String, config: PipelineConfig, log: Logger, faults: FaultHook = .none, databasePassword: String? = nil) {
         self.configPath = configPath
         self.config = config
         self.log = log
         self.faults = faults
+        self.databasePassword = databasePassword
         notifier = SystemdNotifier()
     }
 
@@ -58,6 +66,7 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         guard started else { return 1 }
+        if lock.withLock({ termRequested && runtime == nil }) { return 0 }
         startTimers()
         exitSignal.wait()
         return exitCode
@@ -68,10 +77,12 @@ public final class Daemon: @unchecked Sendable {
     private func start() throws {
         let c = config
         log.info("starting", metadata: ["config": "\(configPath)", "pid": "\(getpid())", "folders": "\(c.inputs.directories.joined(separator: ","))"])
-        let j = try Journal(directory: c.stateDirectory)
+        guard let j = try openJournalWaiting(c) else { return }  // SIGTERM while the database was away
         try recover(j, config: c)
         let segmenter = try loadModel(c)
-        removeTemporaries(under: c.outputs.directory)
+        // Alone on the output folder, every temporary file in it is dead; a node of a cluster
+        // removes only those of the jobs it takes over (JobLife.recoverLost).
+        if !j.isShared { removeTemporaries(under: c.outputs.directory) }
         lock.withLock { journal = j }
         try startRuntime(c, segmenter: segmenter, journal: j)
     }
@@ -84,10 +95,34 @@ public final class Daemon: @unchecked Sendable {
         return s
     }
 
-    /// Jobs that were in flight when segd died: retried alone, or failed after max_crashes.
+    /// The configured journal: SQLite in state_directory, or the state_database server.
+    static func openJournal(_ c: PipelineConfig, password: String?, log: Logger) throws -> any JobJournal {
+        guard let db = c.stateDatabase else { return try Journal(directory: c.stateDirectory) }
+        return try PostgresJournal(db, password: try db.password(environment: password), log: log)
+    }
+
+    /// At start-up the database may be away too (restarting with the machine): wait for it
+    /// with back-off rather than exit. Nil when SIGTERM came first.
+    private func openJournalWaiting(_ c: PipelineConfig) throws -> (any JobJournal)? {
+        var delay = 0.5
+        while true {
+            do { return try Self.openJournal(c, password: databasePassword, log: log) } catch PipelineError.databaseUnavailable(let at, let reason) {
+                log.error("journal database unavailable; retrying", metadata: ["database": "\(at)", "reason": "\(reason)", "retry_in_s": "\(delay)"])
+            }
+            let until = Date().addingTimeInterval(delay)
+            while Date() < until {
+                if lock.withLock({ termRequested }) { return nil }
+                usleep(100_000)
+            }
+            delay = min(delay * 2, 10)
+        }
+    }
+
+    /// Jobs whose holder died (this node's last run; on a cluster, any node past its lease):
+    /// retried alone, or failed after max_crashes.
     private func recover(_ j: any JobJournal, config c: PipelineConfig) throws {
-        let life = JobLife(journal: j, after: c.after, prefixRoots: c.inputs.directories.count > 1, log: log)
-        for e in try life.recoverAfterCrash(maxCrashes: c.service.maxCrashes) {
+        let life = JobLife(journal: j, after: c.after, prefixRoots: c.inputs.directories.count > 1, outputDirectory: c.outputs.directory, log: log)
+        for e in try life.recoverLost(maxCrashes: c.service.maxCrashes) {
             log.warning("retrying an input that was in flight when segd stopped abnormally",
                         metadata: ["input": "\(e.path)", "job": "\(e.id)", "attempts": "\(e.attempts)"])
         }
@@ -118,7 +153,8 @@ public final class Daemon: @unchecked Sendable {
         rt.start { [weak self] in
             guard let self else { return }
             // The initial scan's files are in the journal and queued: now we are ready.
-            self.log.info("ready", metadata: ["queued": "\(rt.intake.ready.count)", "watching": "\(rt.watcher?.mode.rawValue ?? "-")"])
+            self.log.info("ready", metadata: ["queued": "\((try? j.queuedCount()) ?? -1)", "watching": "\(rt.watcher?.mode.rawValue ?? "-")",
+                                              "journal": "\(j.location)", "worker": "\(rt.life.worker)"])
             self.notifier?.send("READY=1\nSTATUS=" + self.statusLine())
             self.lock.withLock { self.sentReady = true }
         }
@@ -157,9 +193,9 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         var j = oldJournal
-        if new.stateDirectory != old.stateDirectory {
+        if new.stateDirectory != old.stateDirectory || new.stateDatabase != old.stateDatabase {
             do {
-                j = try Journal(directory: new.stateDirectory) as any JobJournal
+                j = try Self.openJournal(new, password: databasePassword, log: log)
                 try recover(j, config: new)
             } catch {
                 log.error("cannot open the new journal; keeping the running configuration", metadata: ["error": "\(error)"])
@@ -170,6 +206,7 @@ public final class Daemon: @unchecked Sendable {
         // Finish what is in flight under the old configuration, then build the new one.
         oldRuntime.stopIntake()
         _ = oldRuntime.drain(until: .distantFuture)
+        oldRuntime.stopHeartbeat()
         DaemonLogHandler.setLevel(new.logLevel.loggerLevel)
         lock.withLock {
             config = new
@@ -207,6 +244,8 @@ public final class Daemon: @unchecked Sendable {
         guard let rt else { return finish(code: 0) }
         let deadline = Date().addingTimeInterval(Double(c.service.drainTimeoutS))
         if rt.stopIntake(until: deadline), rt.drain(until: deadline) {
+            rt.stopHeartbeat()
+            try? rt.life.journal.leave(worker: rt.life.worker)
             log.info("stopped; everything in flight finished", metadata: ["done": "\(stats.done)", "failed": "\(stats.failed)"])
             finish(code: 0)
         } else {
@@ -236,6 +275,7 @@ public final class Daemon: @unchecked Sendable {
             let s = DispatchSource.makeSignalSource(signal: sig, queue: control)
             s.setEventHandler { [weak self] in
                 guard let self else { return }
+                if sig != SIGHUP { self.lock.withLock { self.termRequested = true } }
                 if sig == SIGHUP {
                     self.lifecycle.async { self.reload() }
                 } else {
@@ -311,8 +351,8 @@ public final class Daemon: @unchecked Sendable {
 
     /// "queued 12, in flight 4, done 120, failed 2, 3.40 images/s" (this process's counts).
     func statusLine() -> String {
-        let rt = lock.withLock { runtime }
-        let waiting = rt?.intake.ready.count ?? 0
+        let (rt, j) = lock.withLock { (runtime, journal) }
+        let waiting = (try? j?.queuedCount()) ?? 0
         let outstanding = rt?.progress().outstanding ?? 0
         return String(format: "queued %d, in flight %d, done %d, failed %d, %.2f images/s",
                       waiting, outstanding, stats.done, stats.failed, stats.throughput())
@@ -349,7 +389,8 @@ final class DaemonStats: @unchecked Sendable {
     }
 }
 
-/// Everything built from one configuration: model pipeline, intake, watcher, feeder.
+/// Everything built from one configuration: model pipeline, intake, watcher, feeder,
+/// heartbeat.
 final class Runtime: @unchecked Sendable {
     let config: PipelineConfig
     let segmenter: Segmenter
@@ -363,11 +404,22 @@ final class Runtime: @unchecked Sendable {
     private let stats: DaemonStats
     private let faults: FaultHook
     private let feederDone = DispatchSemaphore(value: 0)
+    /// Set by stopIntake: the feeder claims nothing more.
+    private let stopLock = NSLock()
+    private var feedStopped = false
+    private var heartbeat: DispatchSourceTimer?
+    /// Seconds a claim is held without a heartbeat (service.lease_s).
+    private var lease: Double { Double(config.service.leaseS) }
+    /// The backstop of the journal's wake-ups: a claim is tried at least this often.
+    private static let pollInterval = 1.0
 
-    /// Jobs handed to the pipeline and not finished; started ones (journal: processing).
+    /// Jobs handed to the pipeline and not finished, by submission number (the pipeline
+    /// Job's id): one row can be in the pipeline twice, when this node lost its claim while
+    /// frozen and then claimed the requeued row again; each instance keeps its own claim.
     private let flight = NSCondition()
-    private var submitted: [Int64: ReadyItem] = [:]
-    private var started = Set<Int64>()
+    private var submitted: [Int: ReadyItem] = [:]
+    private var started = Set<Int>()
+    private var submissions = 0
     /// Held from a job's journal mark to its entry in `started`, so that the list taken at a
     /// stop bound holds every row marked processing (a CI run once left one row processing
     /// with its attempt counted: a job started between the list and the requeue).
@@ -386,7 +438,8 @@ final class Runtime: @unchecked Sendable {
         self.stats = stats
         self.faults = faults
         let filter = NameFilter(include: c.inputs.include, exclude: c.inputs.exclude)
-        life = JobLife(journal: journal, after: c.after, prefixRoots: c.inputs.directories.count > 1, log: log)
+        life = JobLife(journal: journal, after: c.after, prefixRoots: c.inputs.directories.count > 1,
+                       outputDirectory: c.outputs.directory, log: log)
         intake = Intake(life: life, modelHash: segmenter.modelInfo.sha256, filter: filter, log: log)
         var w = WatchOptions(roots: c.inputs.directories, filter: filter)
         w.recursive = c.inputs.recursive
@@ -400,9 +453,10 @@ final class Runtime: @unchecked Sendable {
                                       onFinished: { [unowned self] job in jobFinished(job) })
     }
 
-    /// Starts the feeder and the watcher; `ready` runs once the initial scan's files are
-    /// journaled and queued.
+    /// Starts the heartbeat, the feeder and the watcher; `ready` runs once the initial scan's
+    /// files are journaled.
     func start(ready: @escaping @Sendable () -> Void) {
+        startHeartbeat()
         let feeder = Thread { [self] in
             feed()
             feederDone.signal()
@@ -412,40 +466,135 @@ final class Runtime: @unchecked Sendable {
         let intake = intake
         let w = Watcher(options: watchOptions, log: log, faults: faults, deliver: { files in intake.submit(files) }, initialScanDone: {
             // Behind the scan's files on the intake queue: runs once they are journaled.
-            intake.scheduleLeftovers(then: ready)
+            intake.checkLeftovers(then: ready)
         })
         watcher = w
         w.start()
     }
 
-    /// Takes ready items and hands them to the pipeline (blocking while it is full).
+    private var isFeedStopped: Bool { stopLock.withLock { feedStopped } }
+
+    /// Claims jobs from the journal and hands them to the pipeline (blocking while it is
+    /// full), so at most a claim's worth waits here beyond what the pipeline holds. A
+    /// journal that cannot be reached pauses the claims, with back-off, until it answers.
     private func feed() {
-        while let item = intake.ready.take() {
-            let stem: String
+        var delay = 0.5
+        var paused = false
+        while !isFeedStopped {
+            let claimed: [JournalEntry]
             do {
-                stem = try OutputLayout.stem(forRelativePath: life.disposer.placement(root: item.root, relative: item.relative))
+                claimed = try life.claim(max: config.batching.maxBatch, lease: lease)
+                if paused { log.notice("journal reachable again; claiming jobs") }
+                paused = false
+                delay = 0.5
             } catch {
-                do { try life.fail(item.input, .badInput("\(error)", incomplete: false)) } catch {
-                    log.error("cannot record failure", metadata: ["input": "\(item.path)", "error": "\(error)"])
-                }
-                stats.record(ok: false)
-                intake.release(item.path)
+                if !paused { log.error("cannot claim jobs; pausing until the journal answers", metadata: ["error": "\(error)"]) }
+                paused = true
+                life.journal.waitForWork(timeout: delay)
+                delay = min(delay * 2, 10)
                 continue
             }
-            let job = Job(id: Int(item.id), inputPath: item.path, outputStem: stem)
-            if item.suspect {
-                // In flight at the last crash: run it alone, so that if it crashes again
-                // only it is charged for the crash.
-                waitUntilIdle()
-                log.info("processing alone (was in flight at a crash)", metadata: ["input": "\(item.path)", "job": "\(item.id)"])
+            if claimed.isEmpty {
+                life.journal.waitForWork(timeout: Self.pollInterval)
+                continue
             }
-            flight.withLock { submitted[item.id] = item }
-            pipeline.submit(job)
-            if item.suspect {
-                pipeline.flushPartialBatch()
-                waitUntilIdle()
+            for (i, e) in claimed.enumerated() {
+                if isFeedStopped {
+                    // Claimed, never started: back to the queue for whoever comes next.
+                    let rest = claimed[i...].map { ReadyItem($0).input }
+                    persist("return unstarted jobs to the queue") { try life.requeue(rest) }
+                    break
+                }
+                submit(ReadyItem(e))
             }
         }
+    }
+
+    private func submit(_ item: ReadyItem) {
+        let stem: String
+        do {
+            stem = try OutputLayout.stem(forRelativePath: life.disposer.placement(root: item.root, relative: item.relative))
+        } catch {
+            persist("record the failure of \(item.path)") { _ = try life.fail(item.input, .badInput("\(error)", incomplete: false)) }
+            stats.record(ok: false)
+            return
+        }
+        if item.suspect {
+            // In flight when its holder died: run it alone, so that if it crashes again
+            // only it is charged for the crash.
+            waitUntilIdle()
+            log.info("processing alone (was in flight at a crash)", metadata: ["input": "\(item.path)", "job": "\(item.id)"])
+        }
+        let token = flight.withLock { () -> Int in
+            submissions += 1
+            submitted[submissions] = item
+            return submissions
+        }
+        pipeline.submit(Job(id: token, inputPath: item.path, outputStem: stem))
+        if item.suspect {
+            pipeline.flushPartialBatch()
+            waitUntilIdle()
+        }
+    }
+
+    /// Runs a journal write that must not be lost: while the journal's server is away it is
+    /// retried with back-off (the calling stage waits: the pipeline pauses); other errors are
+    /// logged, as they cannot succeed by waiting.
+    private func persist(_ what: String, _ body: () throws -> Void) {
+        var delay = 0.5
+        var warned = false
+        while true {
+            do {
+                try body()
+                if warned { log.notice("journal reachable again", metadata: ["did": "\(what)"]) }
+                return
+            } catch PipelineError.databaseUnavailable(let at, let reason) {
+                if !warned { log.error("journal database unavailable; retrying", metadata: ["to": "\(what)", "database": "\(at)", "reason": "\(reason)"]) }
+                warned = true
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 10)
+            } catch {
+                log.error("cannot \(what)", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    // MARK: Heartbeat
+
+    /// Every lease/3: renew this worker's leases, then take over the claims of workers that
+    /// stopped renewing theirs (their inputs retried elsewhere, or failed after max_crashes).
+    /// Renewing first means a node back from a database outage keeps its own claims.
+    private func startHeartbeat() {
+        let t = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "segd.heartbeat"))
+        let every = max(0.2, lease / 3)
+        t.schedule(deadline: .now(), repeating: every)
+        var failing = false  // the timer's queue is serial: only its handler touches this
+        t.setEventHandler { [weak self] in
+            guard let self else { return }
+            let report = NodeReport(inFlight: flight.withLock { submitted.count }, done: stats.done, failed: stats.failed,
+                                    throughput: stats.throughput())
+            do {
+                try life.journal.heartbeat(worker: life.worker, lease: lease, report: report)
+                for e in try life.recoverLost(maxCrashes: config.service.maxCrashes) {
+                    log.warning("retrying an input that was in flight when its node stopped (crash, kill or lost lease)",
+                                metadata: ["input": "\(e.path)", "job": "\(e.id)", "attempts": "\(e.attempts)"])
+                }
+                if failing { log.notice("heartbeat reaches the journal again") }
+                failing = false
+            } catch {
+                if !failing { log.error("heartbeat cannot reach the journal; leases not renewed", metadata: ["error": "\(error)"]) }
+                failing = true
+            }
+        }
+        t.resume()
+        heartbeat = t
+    }
+
+    /// A drained runtime holds no claims: its heartbeat ends (a reload's new runtime has its own).
+    func stopHeartbeat() {
+        heartbeat?.cancel()
+        heartbeat = nil
     }
 
     private func waitUntilIdle() {
@@ -454,7 +603,8 @@ final class Runtime: @unchecked Sendable {
 
     /// Decode queue, before the file is read.
     private func jobStarted(_ job: Job) {
-        let id = Int64(job.id)
+        guard let item = flight.withLock({ submitted[job.id] }) else { return }
+        let id = item.id
         startGate.lock()
         if startsClosed {
             // The stop bound passed and the process is about to _exit: park this stage
@@ -462,11 +612,16 @@ final class Runtime: @unchecked Sendable {
             startGate.unlock()
             while true { sleep(3600) }
         }
-        do { try life.start(id: id) } catch {
+        do {
+            if try !life.start(item.input) {
+                log.warning("this node lost its claim on the job (lease expired); its result will be discarded",
+                            metadata: ["input": "\(job.inputPath)", "job": "\(id)"])
+            }
+        } catch {
             log.error("cannot mark job started", metadata: ["input": "\(job.inputPath)", "error": "\(error)"])
         }
         flight.withLock {
-            started.insert(id)
+            started.insert(job.id)
             lastProgress = Daemon.uptime
         }
         startGate.unlock()
@@ -475,6 +630,7 @@ final class Runtime: @unchecked Sendable {
             log.critical("test hook SEGD_TEST_CRASH_ON: aborting while decoding", metadata: ["input": "\(job.inputPath)"])
             abort()
         }
+        if let ms = faults.decodeDelayMs { usleep(useconds_t(ms) * 1000) }
         if name == faults.hangOnDecode {
             log.critical("test hook SEGD_TEST_HANG_ON: decoding never returns", metadata: ["input": "\(job.inputPath)"])
             while true { sleep(3600) }
@@ -483,53 +639,61 @@ final class Runtime: @unchecked Sendable {
 
     /// Write queue, after the outputs are written (or the job failed).
     private func jobFinished(_ job: Job) {
-        let id = Int64(job.id)
-        guard let item = flight.withLock({ submitted[id] }) else { return }
+        guard let item = flight.withLock({ submitted[job.id] }) else { return }
+        let id = item.id
         defer {
             flight.withLock {
-                submitted[id] = nil
-                started.remove(id)
+                submitted[job.id] = nil
+                started.remove(job.id)
                 lastProgress = Daemon.uptime
                 flight.broadcast()
             }
         }
-        do {
-            switch job.failure {
-            case .badInput(_, incomplete: true)? where watcher != nil && mayStillBeWritten(item):
-                // Ends early, but young or changed since it was taken: its writer may not
-                // be done (closed and reopens to append). Back to waiting, attempt not counted.
-                try life.requeue([id])
-                log.info("input ends early but may still be being written; waiting until it is complete", metadata: [
-                    "input": "\(item.path)", "job": "\(id)", "reason": "\(job.failure!)"])
-                intake.release(item.path)
-                watcher?.retake(FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .stable))
-                return
-            case let .outputUnwritable(reason)?:
-                // Not the input's fault: back to the queue (the attempt not counted), and
-                // offered again after a delay that doubles while writes keep failing.
-                try life.requeue([id])
-                let delay = flight.withLock { () -> Double in
-                    outputRetryDelay = min(max(outputRetryDelay * 2, 1), 60)
-                    return outputRetryDelay
-                }
-                log.warning("cannot write outputs; input kept queued, retrying", metadata: [
-                    "input": "\(item.path)", "job": "\(id)", "reason": "\(reason)", "retry_in_s": "\(Int(delay))"])
-                let intake = intake, found = FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .scanned)
-                DispatchQueue.global().asyncAfter(deadline: .now() + delay) { intake.submit([found]) }
-            case let failure?:
-                try life.fail(item.input, failure, timings: job.timingsByName, batchSize: job.batchSize)
-                log.warning("failed", metadata: ["input": "\(item.path)", "job": "\(id)", "reason": "\(failure)"])
-            case nil:
-                try life.succeed(item.input, outputs: job.outputs, timings: job.timingsByName, batchSize: job.batchSize)
-                flight.withLock { outputRetryDelay = 0 }
+        var recorded = true
+        switch job.failure {
+        case .badInput(_, incomplete: true)? where watcher != nil && mayStillBeWritten(item):
+            // Ends early, but young or changed since it was taken: its writer may not be
+            // done (closed and reopens to append). Back to waiting, attempt not counted, held
+            // until the watcher sees it complete again (Intake lifts the hold).
+            persist("return \(item.path) to the queue") { try life.requeue([item.input], holdFor: .infinity) }
+            log.info("input ends early but may still be being written; waiting until it is complete", metadata: [
+                "input": "\(item.path)", "job": "\(id)", "reason": "\(job.failure!)"])
+            watcher?.retake(FoundFile(path: item.path, root: item.root, relative: item.relative, origin: .stable))
+            return
+        case let .outputUnwritable(reason)?:
+            // Not the input's fault: back to the queue (the attempt not counted), claimable
+            // again after a delay that doubles while writes keep failing.
+            let delay = flight.withLock { () -> Double in
+                outputRetryDelay = min(max(outputRetryDelay * 2, 1), 60)
+                return outputRetryDelay
+            }
+            persist("return \(item.path) to the queue") { try life.requeue([item.input], holdFor: delay) }
+            log.warning("cannot write outputs; input kept queued, retrying", metadata: [
+                "input": "\(item.path)", "job": "\(id)", "reason": "\(reason)", "retry_in_s": "\(Int(delay))"])
+            return
+        case let failure?:
+            persist("record the failure of \(item.path)") {
+                recorded = try life.fail(item.input, failure, timings: job.timingsByName, batchSize: job.batchSize)
+            }
+            if recorded { log.warning("failed", metadata: ["input": "\(item.path)", "job": "\(id)", "reason": "\(failure)"]) }
+        case nil:
+            persist("record the result of \(item.path)") {
+                recorded = try life.succeed(item.input, outputs: job.outputs, timings: job.timingsByName, batchSize: job.batchSize)
+            }
+            flight.withLock { outputRetryDelay = 0 }
+            if recorded {
                 log.info("done", metadata: ["input": "\(item.path)", "job": "\(id)", "instances": "\(job.result?.instances.count ?? 0)",
                                             "batch": "\(job.batchSize)", "ms": "\(Int(job.timings.values.reduce(0, +)))"])
             }
-        } catch {
-            log.error("cannot record the end of a job", metadata: ["input": "\(item.path)", "job": "\(id)", "error": "\(error)"])
+        }
+        if !recorded {
+            // The lease lapsed (this node was frozen or cut off) and another node took the job
+            // over: its result stands, this one is not recorded and the input not moved.
+            log.warning("result discarded: this node lost its claim on the job (lease expired; another node took it over)",
+                        metadata: ["input": "\(item.path)", "job": "\(id)"])
+            return
         }
         stats.record(ok: job.failure == nil)
-        intake.release(item.path)
     }
 
     /// Whether an input that ended early may still be being written: it changed since it
@@ -548,6 +712,8 @@ final class Runtime: @unchecked Sendable {
     func stopIntake(until deadline: Date = .distantFuture) -> Bool {
         watcher?.stop()
         intake.stop()
+        stopLock.withLock { feedStopped = true }
+        life.journal.wake()
         let wait = deadline == .distantFuture ? DispatchTime.distantFuture : .now() + max(0, deadline.timeIntervalSinceNow)
         return feederDone.wait(timeout: wait) == .success
     }
@@ -564,12 +730,12 @@ final class Runtime: @unchecked Sendable {
         return done.wait(timeout: wait) == .success
     }
 
-    /// After the stop bound: no job starts from now on; returns those started and not
-    /// finished (their journal rows say processing).
-    func closeStartsAndListUnfinished() -> [Int64] {
+    /// After the stop bound: no job starts from now on; returns those submitted and not
+    /// finished (their journal rows say processing under this worker).
+    func closeStartsAndListUnfinished() -> [JobInput] {
         startGate.withLock {
             startsClosed = true
-            return flight.withLock { Array(started) }
+            return flight.withLock { submitted.values.map(\.input) }
         }
     }
 

@@ -16,7 +16,7 @@ public struct DaemonSnapshot: Sendable, Codable {
     public struct Queue: Sendable, Codable, Equatable {
         public var name: String
         public var depth: Int
-        /// nil: unbounded (the ready queue holds journal row ids, not images).
+        /// nil: unbounded.
         public var capacity: Int?
     }
 
@@ -24,7 +24,7 @@ public struct DaemonSnapshot: Sendable, Codable {
     public var ready: Bool
     /// Why the service is not making progress; nil while healthy.
     public var healthProblem: String?
-    /// The ready queue, then the stage queues in pipeline order.
+    /// The stage queues in pipeline order (queued jobs wait in the journal).
     public var queues: [Queue]
     public var inFlight: Int
     /// This process's counts and images per second over the last minute.
@@ -56,7 +56,8 @@ extension Daemon {
 
     public func snapshot() -> DaemonSnapshot {
         let (c, rt, _, ready) = parts()
-        var queues = [DaemonSnapshot.Queue(name: "ready", depth: rt?.intake.ready.count ?? 0, capacity: nil)]
+        // Queued jobs wait in the journal (claimed from it by the feeder), counted there.
+        var queues: [DaemonSnapshot.Queue] = []
         if let p = rt?.pipeline {
             queues += p.queueLevels().map { DaemonSnapshot.Queue(name: $0.name, depth: $0.depth, capacity: $0.capacity) }
         }

@@ -11,13 +11,18 @@ public struct FaultHook: Sendable, Equatable {
     public var inotifyError: Int32?
     /// This folder cannot be watched, as if unreadable (root can read anything).
     public var unwatchable: String?
+    /// Each decode starts this much later (ms): keeps jobs in flight long enough for the
+    /// cluster tests to kill or freeze a node in the middle of a batch.
+    public var decodeDelayMs: Int?
 
     public static let none = FaultHook()
 
-    public init(crashOnDecode: String? = nil, hangOnDecode: String? = nil, inotifyError: Int32? = nil, unwatchable: String? = nil) {
+    public init(crashOnDecode: String? = nil, hangOnDecode: String? = nil, inotifyError: Int32? = nil, unwatchable: String? = nil,
+                decodeDelayMs: Int? = nil) {
         self.crashOnDecode = crashOnDecode
         self.hangOnDecode = hangOnDecode
         self.inotifyError = inotifyError
         self.unwatchable = unwatchable
+        self.decodeDelayMs = decodeDelayMs
     }
 }

@@ -1,76 +1,45 @@
-// Intake: what the watcher found → journal rows → the ready queue the daemon feeds the
-// staged pipeline from. It runs on its own serial queue, so hashing a burst of files
-// never holds up the watcher's thread, and it decides, once per file:
-//   - already scheduled in this process            → nothing;
-//   - journal row with the same size and mtime     → queued: schedule it; done/failed:
-//                                                    nothing (finish moving it if needed);
-//   - same content (SHA-256) and model already done → a done row marked duplicate, not
-//                                                    processed again;
-//   - otherwise                                     → a new queued row, scheduled.
+// Intake: what the watcher found → journal rows, which the daemon's feeder claims (it
+// never takes work from anywhere else, so a row admitted here or by another node is the
+// same). It runs on its own serial queue, so hashing a burst of files never holds up the
+// watcher's thread, and it decides, once per file:
+//   - journal row with the same size and mtime     → queued: nothing (a hold on it lifted);
+//                                                    processing: nothing; done/failed:
+//                                                    finish moving it if needed;
+//   - a queued row whose file changed               → described again;
+//   - otherwise, admitted in one journal step       → a new queued row; or a done row marked
+//     (JobJournal.admit)                              duplicate (same content and model as a
+//                                                    done job), not processed again; or the
+//                                                    row another node made of it first.
 import Foundation
 import Logging
 import Results
 
-/// One input ready for the pipeline.
+/// One claimed input on its way through the pipeline.
 public struct ReadyItem: Sendable {
     public var id: Int64
     public var path: String
     public var root: String
     public var relative: String
-    /// Size and mtime of the file when it was taken.
+    /// Size and mtime of the file when it was admitted.
     public var size: Int64
     public var mtimeNs: Int64
-    /// Was in flight when segd died last time: run alone.
+    /// Was in flight when its holder died: run alone.
     public var suspect: Bool
+    /// The claim it runs under.
+    public var claim: Int
 
-    var input: JobInput { JobInput(id: id, path: path, root: root, relative: relative) }
-}
-
-/// A FIFO of ready items with blocking `take`; suspects go to the front.
-final class ReadyQueue: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var items: [ReadyItem] = []
-    private var head = 0
-    private var closed = false
-
-    func put(_ item: ReadyItem) {
-        condition.withLock {
-            guard !closed else { return }
-            if item.suspect {
-                items.insert(item, at: head)
-            } else {
-                items.append(item)
-            }
-            condition.signal()
-        }
+    init(_ e: JournalEntry) {
+        id = e.id
+        path = e.path
+        root = e.root
+        relative = e.relative
+        size = e.size
+        mtimeNs = e.mtimeNs
+        suspect = e.suspect
+        claim = e.claim
     }
 
-    /// The next item; nil once closed.
-    func take() -> ReadyItem? {
-        condition.withLock {
-            while head == items.count && !closed { condition.wait() }
-            guard !closed else { return nil }
-            let item = items[head]
-            head += 1
-            if head > 1024 && head * 2 > items.count {
-                items.removeFirst(head)
-                head = 0
-            }
-            return item
-        }
-    }
-
-    var count: Int { condition.withLock { items.count - head } }
-
-    /// Wakes the taker with nil; what was waiting stays queued in the journal.
-    func close() {
-        condition.withLock {
-            closed = true
-            items = []
-            head = 0
-            condition.broadcast()
-        }
-    }
+    var input: JobInput { JobInput(id: id, path: path, root: root, relative: relative, claim: claim) }
 }
 
 /// What happens to an input after its job: kept, moved to done/ or failed/ (with
@@ -189,13 +158,10 @@ enum AtomicWrite {
 
 final class Intake: @unchecked Sendable {
     let queue = DispatchQueue(label: "segd.intake", qos: .utility)
-    let ready = ReadyQueue()
     private let life: JobLife
     private let modelHash: String
     private let filter: NameFilter
     private let log: Logger
-    /// Paths queued or in flight in this process (touched on `queue` only).
-    private var scheduled = Set<String>()
     /// Set from any thread; checked between files, so a stop does not wait for a backlog
     /// of thousands of files to be hashed first.
     private let stopLock = NSLock()
@@ -216,79 +182,90 @@ final class Intake: @unchecked Sendable {
         }
     }
 
-    /// A job finished: its path may be scheduled again (a new file under the same name).
-    func release(_ path: String) {
-        queue.async { [self] in scheduled.remove(path) }
-    }
-
-    /// Stops taking files; the ready queue wakes its taker with nil.
+    /// Stops taking files.
     func stop() {
         stopLock.withLock { _stopped = true }
         queue.sync {}  // the file being considered, if any, is finished
-        ready.close()
     }
 
-    private func schedule(_ e: JournalEntry) {
-        scheduled.insert(e.path)
-        ready.put(ReadyItem(id: e.id, path: e.path, root: e.root, relative: e.relative, size: e.size, mtimeNs: e.mtimeNs, suspect: e.suspect))
-    }
+    /// Logged once per outage (touched on `queue` only).
+    private var waitingForJournal = false
 
+    /// While the journal's server is away the intake waits here, retrying with back-off, so a
+    /// file found during an outage is not dropped until the next rescan.
     private func consider(_ f: FoundFile) {
-        log.trace("considering", metadata: ["input": "\(f.path)", "via": "\(f.origin.rawValue)", "scheduled": "\(scheduled.contains(f.path))"])
-        guard !scheduled.contains(f.path) else { return }
+        var delay = 0.5
+        while !stopped {
+            do {
+                try admit(f)
+                if waitingForJournal { log.notice("journal reachable again; taking files") }
+                waitingForJournal = false
+                return
+            } catch PipelineError.databaseUnavailable(let at, let reason) {
+                if !waitingForJournal {
+                    log.error("journal database unavailable; holding found files until it answers",
+                              metadata: ["database": "\(at)", "reason": "\(reason)"])
+                }
+                waitingForJournal = true
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 10)
+            } catch {
+                log.error("cannot take input", metadata: ["input": "\(f.path)", "error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    private func admit(_ f: FoundFile) throws {
+        log.trace("considering", metadata: ["input": "\(f.path)", "via": "\(f.origin.rawValue)"])
         // Gone again, or not a file.
         guard let st = Sys.status(f.path, followingLinks: true), (st.st_mode & S_IFMT) == S_IFREG else { return }
         let size = Int64(st.st_size), mtime = Sys.mtimeNs(st)
         do {
             let latest = try life.journal.latest(path: f.path)
             if let latest, latest.size == size, latest.mtimeNs == mtime {
-                switch latest.status {
-                case .queued: schedule(latest)
-                case .processing: break  // a job of this process; it ends in release()
-                case .done, .failed: try life.completeDisposal(latest)
-                }
+                try known(latest)
                 return
             }
             let hash = try FileHash.sha256(fileAt: f.path)
             let input = JournalInput(path: f.path, root: f.root, relative: f.relative, size: size, mtimeNs: mtime, hash: hash, model: modelHash)
-            if let original = try life.journal.done(hash: hash, model: modelHash) {
-                let id = try life.recordDuplicate(input, of: original)
-                DaemonMetrics.shared.duplicates.increment()
-                log.info("already processed: same content and model as an earlier job; not processed again",
-                         metadata: ["input": "\(f.path)", "job": "\(id)", "original": "\(original.path)", "original_job": "\(original.id)"])
-                return
-            }
             if let latest, latest.status == .queued {
                 try life.describeAgain(id: latest.id, as: input)
-                var e = latest
-                e.size = size
-                e.mtimeNs = mtime
-                schedule(e)
                 return
             }
-            let id = try life.enqueue(input)
-            log.debug("queued", metadata: ["input": "\(f.path)", "job": "\(id)", "via": "\(f.origin.rawValue)"])
-            schedule(JournalEntry(id: id, path: f.path, root: f.root, relative: f.relative, size: size, mtimeNs: mtime, hash: hash,
-                                  model: modelHash, status: .queued, attempts: 0, suspect: false, queuedAt: Journal.now))
-        } catch {
-            log.error("cannot take input", metadata: ["input": "\(f.path)", "error": "\(error)"])
+            switch try life.admit(input) {
+            case let .queued(id):
+                log.debug("queued", metadata: ["input": "\(f.path)", "job": "\(id)", "via": "\(f.origin.rawValue)"])
+            case let .duplicate(id, original):
+                DaemonMetrics.shared.duplicates.increment()
+                let from = (try? life.journal.entry(id: original))?.path ?? "?"
+                log.info("already processed: same content and model as an earlier job; not processed again",
+                         metadata: ["input": "\(f.path)", "job": "\(id)", "original": "\(from)", "original_job": "\(original)"])
+            case let .known(e):
+                try known(e)
+            }
         }
     }
 
-    /// After the initial scan: queued rows the scan did not schedule (their files are
-    /// outside today's folders or patterns, or gone). Present ones run; gone ones fail.
-    /// Runs behind everything submitted so far, then calls `then`.
-    func scheduleLeftovers(then: @escaping @Sendable () -> Void) {
+    /// A file whose job exists (this run, an earlier one, another node).
+    private func known(_ e: JournalEntry) throws {
+        switch e.status {
+        case .queued: try life.journal.release(id: e.id)  // seen complete: a hold for its writer ends
+        case .processing: break  // claimed; its holder, or whoever takes over a lost claim, finishes it
+        case .done, .failed: try life.completeDisposal(e)
+        }
+    }
+
+    /// After the initial scan: queued rows whose files are gone fail (the others wait for a
+    /// claim wherever they are). Runs behind everything submitted so far, then calls `then`.
+    func checkLeftovers(then: @escaping @Sendable () -> Void) {
         queue.async { [self] in
             defer { then() }
             do {
-                for e in try life.journal.queued() where !scheduled.contains(e.path) {
-                    if let st = Sys.status(e.path, followingLinks: true), (st.st_mode & S_IFMT) == S_IFREG {
-                        schedule(e)
-                    } else {
-                        try life.vanished(id: e.id)
-                        log.warning("queued input disappeared before processing", metadata: ["input": "\(e.path)", "job": "\(e.id)"])
-                    }
+                for e in try life.journal.queued() {
+                    if let st = Sys.status(e.path, followingLinks: true), (st.st_mode & S_IFMT) == S_IFREG { continue }
+                    try life.vanished(id: e.id)
+                    log.warning("queued input disappeared before processing", metadata: ["input": "\(e.path)", "job": "\(e.id)"])
                 }
             } catch {
                 log.error("cannot list queued jobs", metadata: ["error": "\(error)"])

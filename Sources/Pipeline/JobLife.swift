@@ -5,88 +5,67 @@
 //                          └────requeue────────┘  (a clean stop, outputs not writable, an input still being written:
 //                                                  the attempt not counted)
 //   duplicate content ──recordDuplicate──▶ done (never processed; the input is disposed of as a success)
-//   at start-up, rows still processing were in flight at a crash: queued again as suspects, or
-//   failed once `max_crashes` starts each ended in a crash (recoverAfterCrash).
+//   a claim whose holder is gone (segd killed; on a cluster also frozen or cut off past its
+//   lease) is queued again, a suspect if it had begun, or failed once `max_crashes` starts each
+//   ended that way (recoverLost); its temporary output files are removed.
 //
 // Every transition records the row and moves the input in the same call, and records where
 // the input went, so no caller writes that sequence itself. The rows live behind
-// `JobJournal`: SQLite (`Journal`) today; a shared database for a cluster is a second
-// implementation of the same protocol.
+// `JobJournal` (JobJournal.swift): SQLite (`Journal`) or PostgreSQL (`PostgresJournal`).
+// A transition guarded by a claim that this worker no longer holds changes nothing and
+// returns false: the job belongs to another node now.
 import Foundation
 import Logging
 
-/// Where jobs are recorded. No storage types cross this surface: rows are `JournalEntry`,
-/// new inputs `JournalInput`.
-public protocol JobJournal: AnyObject, Sendable {
-    /// The newest row for an input path.
-    func latest(path: String) throws -> JournalEntry?
-    /// The first done, non-duplicate row with this content and model.
-    func done(hash: String, model: String) throws -> JournalEntry?
-    /// A new queued row; returns its id.
-    func enqueue(_ input: JournalInput) throws -> Int64
-    /// Re-describes a queued row whose file changed before it was processed.
-    func requeue(id: Int64, with input: JournalInput) throws
-    /// A done row sharing `original`'s results.
-    func recordDuplicate(_ input: JournalInput, of original: JournalEntry) throws -> Int64
-    /// queued → processing, counting one attempt.
-    func markProcessing(id: Int64) throws
-    /// processing (or queued) → done / failed, with what the job produced.
-    func finish(id: Int64, status: JobStatus, error: String?, outputs: [String], timings: [String: Double], batchSize: Int?) throws
-    /// Where the input went after its job (nil: left in place or deleted).
-    func setFinalPath(id: Int64, _ finalPath: String?) throws
-    /// processing → queued, the attempt not counted.
-    func returnToQueue(ids: [Int64]) throws
-    /// At start-up: rows left processing become queued suspects, or failed after `maxCrashes`.
-    func recoverAfterCrash(maxCrashes: Int) throws -> (retried: [JournalEntry], failed: [JournalEntry])
-    /// Queued rows, suspects first.
-    func queued() throws -> [JournalEntry]
-    /// A queued row whose input is gone → failed.
-    func markVanished(id: Int64) throws
-    func entry(id: Int64) throws -> JournalEntry?
-    func all() throws -> [JournalEntry]
-    func summary(failures limit: Int) throws -> JournalSummary
-}
-
-/// One input as the job life moves it: where it was found.
+/// One input as the job life moves it: where it was found, and the claim it runs under.
 struct JobInput: Sendable {
     var id: Int64
     var path: String
     var root: String
     var relative: String
+    var claim = 0
+
+    var ticket: Ticket { Ticket(id: id, claim: claim) }
 }
 
 final class JobLife: Sendable {
     let journal: any JobJournal
     let disposer: InputDisposer
+    /// This process: the holder of its claims.
+    let worker: WorkerID
+    private let outputDirectory: String
     private let log: Logger
 
-    init(journal: any JobJournal, after: PipelineConfig.After, prefixRoots: Bool, log: Logger) {
+    init(journal: any JobJournal, after: PipelineConfig.After, prefixRoots: Bool, outputDirectory: String,
+         worker: WorkerID = .current, log: Logger) {
         self.journal = journal
         disposer = InputDisposer(after: after, prefixRoots: prefixRoots)
+        self.worker = worker
+        self.outputDirectory = outputDirectory
         self.log = log
     }
 
     // MARK: Intake
 
-    /// A new queued job for `input`.
-    func enqueue(_ input: JournalInput) throws -> Int64 { try journal.enqueue(input) }
-
-    /// A queued job whose file changed before it ran: described again, still queued.
-    func describeAgain(id: Int64, as input: JournalInput) throws { try journal.requeue(id: id, with: input) }
-
-    /// Content already processed with this model: recorded done, not run; the input is
-    /// disposed of as a success.
-    func recordDuplicate(_ input: JournalInput, of original: JournalEntry) throws -> Int64 {
-        let id = try journal.recordDuplicate(input, of: original)
-        try settle(JobInput(id: id, path: input.path, root: input.root, relative: input.relative), status: .done, reason: nil, attempts: 0)
-        return id
+    /// Records a found file once (JobJournal.admit); a duplicate's input is disposed of as a
+    /// success.
+    func admit(_ input: JournalInput) throws -> Admission {
+        let a = try journal.admit(input)
+        if case let .duplicate(id, _) = a {
+            try settle(JobInput(id: id, path: input.path, root: input.root, relative: input.relative), status: .done, reason: nil, attempts: 0)
+        }
+        return a
     }
 
+    /// A queued job whose file changed before it ran: described again, still queued.
+    func describeAgain(id: Int64, as input: JournalInput) throws { try journal.describeAgain(id: id, with: input) }
+
     /// A finished job whose input is still where it was found (segd stopped between the
-    /// journal update and the move): the move is done now.
+    /// journal update and the move, or another node's move is not done yet): the move is
+    /// done now, by whichever node sees it.
     func completeDisposal(_ e: JournalEntry) throws {
         let keeps = e.status == .done ? disposer.after.success == .keep : disposer.after.failure == .keep
-        guard !keeps else { return }
+        guard !keeps, Sys.status(e.path) != nil else { return }
         try settle(JobInput(id: e.id, path: e.path, root: e.root, relative: e.relative), status: e.status,
                    reason: e.error ?? "failed", attempts: e.attempts)
     }
@@ -96,30 +75,44 @@ final class JobLife: Sendable {
 
     // MARK: Processing
 
-    /// queued → processing: one attempt counted before any byte of the input is read.
-    func start(id: Int64) throws { try journal.markProcessing(id: id) }
+    /// Up to `max` jobs for this worker (JobJournal.claim).
+    func claim(max: Int, lease: Double) throws -> [JournalEntry] { try journal.claim(max: max, worker: worker, lease: lease) }
 
-    /// processing → done; the input kept, moved to done/ or deleted.
-    func succeed(_ input: JobInput, outputs: [String], timings: [String: Double], batchSize: Int) throws {
-        try journal.finish(id: input.id, status: .done, error: nil, outputs: outputs, timings: timings, batchSize: batchSize)
+    /// processing: one attempt counted before any byte of the input is read. False: this
+    /// node lost the claim (its result will be discarded).
+    func start(_ input: JobInput) throws -> Bool { try journal.begin(input.ticket, worker: worker) }
+
+    /// processing → done; the input kept, moved to done/ or deleted. False: the claim was
+    /// lost, nothing recorded or moved.
+    func succeed(_ input: JobInput, outputs: [String], timings: [String: Double], batchSize: Int) throws -> Bool {
+        guard try journal.finish(input.ticket, worker: worker, status: .done, error: nil, outputs: outputs, timings: timings,
+                                 batchSize: batchSize) else { return false }
         try settle(input, status: .done, reason: nil, attempts: 0)
+        return true
     }
 
-    /// → failed; the input kept or moved to failed/ with NAME.error.json.
-    func fail(_ input: JobInput, _ failure: JobFailure, timings: [String: Double] = [:], batchSize: Int? = nil) throws {
-        try journal.finish(id: input.id, status: .failed, error: failure.description, outputs: [], timings: timings, batchSize: batchSize)
+    /// → failed; the input kept or moved to failed/ with NAME.error.json. False: the claim
+    /// was lost.
+    func fail(_ input: JobInput, _ failure: JobFailure, timings: [String: Double] = [:], batchSize: Int? = nil) throws -> Bool {
+        guard try journal.finish(input.ticket, worker: worker, status: .failed, error: failure.description, outputs: [],
+                                 timings: timings, batchSize: batchSize) else { return false }
         let attempts = try journal.entry(id: input.id)?.attempts ?? 0
         try settle(input, status: .failed, reason: failure.description, attempts: attempts)
+        return true
     }
 
     /// processing → queued, the attempt not counted (a clean stop, outputs not writable,
-    /// an input still being written).
-    func requeue(_ ids: [Int64]) throws { try journal.returnToQueue(ids: ids) }
+    /// an input still being written); not claimable for `holdFor` s.
+    func requeue(_ inputs: [JobInput], holdFor: Double? = nil) throws {
+        try journal.giveBack(inputs.map(\.ticket), worker: worker, holdFor: holdFor)
+    }
 
-    /// At start-up: jobs in flight when segd died are queued again as suspects (returned),
-    /// or failed, their inputs moved, once `maxCrashes` of their starts ended in a crash.
-    func recoverAfterCrash(maxCrashes: Int) throws -> [JournalEntry] {
-        let (retried, failed) = try journal.recoverAfterCrash(maxCrashes: maxCrashes)
+    /// Claims whose holder is gone are queued again as suspects (returned), or failed, their
+    /// inputs moved, once `maxCrashes` of their starts ended that way. Either way the
+    /// temporary files the holder's interrupted writes left are removed.
+    func recoverLost(maxCrashes: Int) throws -> [JournalEntry] {
+        let (retried, failed) = try journal.recoverLost(worker: worker, maxCrashes: maxCrashes)
+        for e in retried + failed { removeTemporaries(of: e) }
         DaemonMetrics.shared.crashRecoveries.increment(by: Int64(retried.count + failed.count))
         DaemonMetrics.shared.quarantined.increment(by: Int64(failed.count))
         for e in failed {
@@ -133,6 +126,29 @@ final class JobLife: Sendable {
             }
         }
         return retried
+    }
+
+    /// AtomicFile's temporaries (".NAME.XXXXXX" beside NAME) of a job's outputs: a writer
+    /// killed mid-write leaves them, and on a shared output folder only the node that takes
+    /// the job over knows they are dead (another node's may be live).
+    private func removeTemporaries(of e: JournalEntry) {
+        guard let stem = try? OutputLayout.stem(forRelativePath: disposer.placement(root: e.root, relative: e.relative)) else { return }
+        let full = (outputDirectory as NSString).appendingPathComponent(stem)
+        let dir = (full as NSString).deletingLastPathComponent
+        let prefix = "." + (full as NSString).lastPathComponent + "."
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        // ".NAME.EXT.XXXXXX" exactly: ".k3.x.json.XXXXXX" belongs to the job of "k3.x".
+        func isOurs(_ name: String) -> Bool {
+            guard name.hasPrefix(prefix) else { return false }
+            let rest = name.dropFirst(prefix.count).split(separator: ".", omittingEmptySubsequences: false)
+            return rest.count == 2 && !rest[0].isEmpty && rest[1].count == 6
+                && rest.joined().allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) }
+        }
+        for name in names where isOurs(name) {
+            if (try? Sys.unlink(dir + "/" + name)) != nil {
+                log.notice("removed a temporary file of an interrupted write", metadata: ["file": "\(dir)/\(name)", "job": "\(e.id)"])
+            }
+        }
     }
 
     /// The one place an input is moved after its job, and where it went recorded.

@@ -1,8 +1,10 @@
 // The daemon's journal: one SQLite row per job (GRDB, WAL) in the state directory. It is
-// what makes segd restartable: a row is `processing` from the moment its decode starts, so
-// after a crash or kill -9 the rows still `processing` are exactly the inputs that were in
-// flight; each start counts one attempt, so an input that keeps crashing the process is
-// recognized and parked in failed/ instead of crash-looping the service.
+// what makes segd restartable: a row is `processing` from the moment the daemon claims it,
+// so after a crash or kill -9 the rows still `processing` under an earlier process are
+// exactly the inputs that were in flight; each decode start counts one attempt, so an input
+// that keeps crashing the process is recognized and parked in failed/ instead of
+// crash-looping the service. One process uses it at a time: the one-worker case of the
+// claim protocol (JobJournal.swift).
 import Foundation
 import GRDB
 
@@ -41,11 +43,74 @@ public struct JournalEntry: Codable, Sendable, Equatable {
     public var queuedAt: Double
     public var startedAt: Double?
     public var finishedAt: Double?
+    /// The worker holding the current claim (nil while queued or finished: the last holder
+    /// of a finished job stays recorded).
+    public var worker: String?
+    /// Times the job was claimed: the current claim's number, what guarded calls check.
+    public var claim: Int = 0
+    /// The current claim's decode began (its attempt is counted).
+    public var began: Bool = false
+    /// The current claim's lease ends (epoch s, the database's clock).
+    public var leaseUntil: Double?
+    /// Not claimable before this (epoch s): a given-back job waiting for its file or a retry.
+    public var runAfter: Double = 0
+
+    /// The current claim, as begin and finish name it.
+    public var ticket: Ticket { Ticket(id: id, claim: claim) }
+
+    public init(id: Int64, path: String, root: String, relative: String, size: Int64, mtimeNs: Int64, hash: String, model: String,
+                status: JobStatus, attempts: Int, suspect: Bool, error: String? = nil, outputs: String? = nil, timings: String? = nil,
+                batchSize: Int? = nil, duplicateOf: Int64? = nil, finalPath: String? = nil, queuedAt: Double, startedAt: Double? = nil,
+                finishedAt: Double? = nil) {
+        self.id = id
+        self.path = path
+        self.root = root
+        self.relative = relative
+        self.size = size
+        self.mtimeNs = mtimeNs
+        self.hash = hash
+        self.model = model
+        self.status = status
+        self.attempts = attempts
+        self.suspect = suspect
+        self.error = error
+        self.outputs = outputs
+        self.timings = timings
+        self.batchSize = batchSize
+        self.duplicateOf = duplicateOf
+        self.finalPath = finalPath
+        self.queuedAt = queuedAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
+
+    /// The claim columns may be missing: `segd status` reads a v1 journal (an upgraded binary
+    /// before the daemon's restart migrated it) without migrating it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(id: try c.decode(Int64.self, forKey: .id), path: try c.decode(String.self, forKey: .path),
+                  root: try c.decode(String.self, forKey: .root), relative: try c.decode(String.self, forKey: .relative),
+                  size: try c.decode(Int64.self, forKey: .size), mtimeNs: try c.decode(Int64.self, forKey: .mtimeNs),
+                  hash: try c.decode(String.self, forKey: .hash), model: try c.decode(String.self, forKey: .model),
+                  status: try c.decode(JobStatus.self, forKey: .status), attempts: try c.decode(Int.self, forKey: .attempts),
+                  suspect: try c.decode(Bool.self, forKey: .suspect), error: try c.decodeIfPresent(String.self, forKey: .error),
+                  outputs: try c.decodeIfPresent(String.self, forKey: .outputs), timings: try c.decodeIfPresent(String.self, forKey: .timings),
+                  batchSize: try c.decodeIfPresent(Int.self, forKey: .batchSize), duplicateOf: try c.decodeIfPresent(Int64.self, forKey: .duplicateOf),
+                  finalPath: try c.decodeIfPresent(String.self, forKey: .finalPath), queuedAt: try c.decode(Double.self, forKey: .queuedAt),
+                  startedAt: try c.decodeIfPresent(Double.self, forKey: .startedAt),
+                  finishedAt: try c.decodeIfPresent(Double.self, forKey: .finishedAt))
+        worker = try c.decodeIfPresent(String.self, forKey: .worker)
+        claim = try c.decodeIfPresent(Int.self, forKey: .claim) ?? 0
+        began = try c.decodeIfPresent(Bool.self, forKey: .began) ?? false
+        leaseUntil = try c.decodeIfPresent(Double.self, forKey: .leaseUntil)
+        runAfter = try c.decodeIfPresent(Double.self, forKey: .runAfter) ?? 0
+    }
 
     enum CodingKeys: String, CodingKey {
         case id, path, root, relative, size, hash, model, status, attempts, suspect, error, outputs, timings
         case mtimeNs = "mtime_ns", batchSize = "batch_size", duplicateOf = "duplicate_of", finalPath = "final_path"
         case queuedAt = "queued_at", startedAt = "started_at", finishedAt = "finished_at"
+        case worker, claim, began, leaseUntil = "lease_until", runAfter = "run_after"
     }
 }
 
@@ -72,6 +137,16 @@ public struct JournalInput: Sendable {
     public var mtimeNs: Int64
     public var hash: String
     public var model: String
+
+    public init(path: String, root: String, relative: String, size: Int64, mtimeNs: Int64, hash: String, model: String) {
+        self.path = path
+        self.root = root
+        self.relative = relative
+        self.size = size
+        self.mtimeNs = mtimeNs
+        self.hash = hash
+        self.model = model
+    }
 }
 
 /// A row read through GRDB (its record protocol stays inside this file).
@@ -80,11 +155,33 @@ private struct StoredEntry: Decodable, FetchableRecord {
     init(from decoder: Decoder) throws { entry = try JournalEntry(from: decoder) }
 }
 
+/// JSON text of a job's outputs and timings, as both journals store them.
+enum JournalJSON {
+    static func outputs(_ outputs: [String]) -> String {
+        String(decoding: (try? JSONSerialization.data(withJSONObject: outputs)) ?? Data("[]".utf8), as: UTF8.self)
+    }
+
+    static func timings(_ timings: [String: Double]) -> String {
+        String(decoding: (try? JSONSerialization.data(withJSONObject: timings, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    /// The reason a job fails after its holder was lost `attempts` times.
+    static func lostReason(attempts: Int, shared: Bool) -> String {
+        shared
+            ? "segd stopped abnormally (crash, kill, or its node lost its lease) \(attempts) times while processing this input; not retried"
+            : "segd stopped abnormally (crash or kill) \(attempts) times while processing this input; not retried"
+    }
+}
+
 /// The SQLite implementation of `JobJournal`.
 public final class Journal: JobJournal, @unchecked Sendable {
     public static let fileName = "journal.sqlite"
     public let path: String
     private let db: DatabaseQueue
+    private let signal = WorkSignal()
+
+    public var isShared: Bool { false }
+    public var location: String { path }
 
     /// Opens (creating if needed) the journal in `directory`.
     public init(directory: String, readOnly: Bool = false) throws {
@@ -149,6 +246,19 @@ public final class Journal: JobJournal, @unchecked Sendable {
                 CREATE INDEX jobs_finished ON jobs(finished_at);
                 """)
         }
+        // v2: claims (JobJournal.swift). Rows a v1 segd left processing had begun: their
+        // attempt was counted when they were marked.
+        m.registerMigration("v2") { db in
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN worker TEXT;
+                ALTER TABLE jobs ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN began INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN lease_until REAL;
+                ALTER TABLE jobs ADD COLUMN run_after REAL NOT NULL DEFAULT 0;
+                UPDATE jobs SET began = 1 WHERE status = 'processing';
+                CREATE INDEX jobs_file ON jobs(path, size, mtime_ns);
+                """)
+        }
         return m
     }
 
@@ -162,124 +272,73 @@ public final class Journal: JobJournal, @unchecked Sendable {
 
     static var now: Double { Date().timeIntervalSince1970 }
 
+    private static func fetchEntry(_ db: Database, id: Int64) throws -> JournalEntry? {
+        try StoredEntry.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id])?.entry
+    }
+
     // MARK: Intake
 
-    /// The newest row for an input path.
     public func latest(path: String) throws -> JournalEntry? {
         try read("look up \(path)") { db in
             try StoredEntry.fetchOne(db, sql: "SELECT * FROM jobs WHERE path = ? ORDER BY id DESC LIMIT 1", arguments: [path])?.entry
         }
     }
 
-    /// A finished, successful job for this content and model (the first one: the original).
-    public func done(hash: String, model: String) throws -> JournalEntry? {
-        try read("look up content") { db in
-            try StoredEntry.fetchOne(db, sql: """
-                SELECT * FROM jobs WHERE hash = ? AND model = ? AND status = 'done' AND duplicate_of IS NULL
-                ORDER BY id LIMIT 1
-                """, arguments: [hash, model])?.entry
-        }
-    }
-
-    /// A new queued row; returns its id.
-    public func enqueue(_ input: JournalInput) throws -> Int64 {
-        try write("queue \(input.path)") { db in
+    /// One write transaction: SQLite runs one writer at a time, so the lookups and the
+    /// insert cannot interleave with another admit.
+    public func admit(_ input: JournalInput) throws -> Admission {
+        let result = try write("queue \(input.path)") { db -> Admission in
+            if let known = try StoredEntry.fetchOne(db, sql: """
+                SELECT * FROM jobs WHERE path = ? AND size = ? AND mtime_ns = ? ORDER BY id DESC LIMIT 1
+                """, arguments: [input.path, input.size, input.mtimeNs])?.entry {
+                return .known(known)
+            }
+            let t = Self.now
+            if let original = try StoredEntry.fetchOne(db, sql: """
+                SELECT * FROM jobs WHERE hash = ? AND model = ? AND status = 'done' AND duplicate_of IS NULL ORDER BY id LIMIT 1
+                """, arguments: [input.hash, input.model])?.entry {
+                try db.execute(sql: """
+                    INSERT INTO jobs (path, root, relative, size, mtime_ns, hash, model, status, outputs, duplicate_of,
+                                      queued_at, finished_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)
+                    """, arguments: [input.path, input.root, input.relative, input.size, input.mtimeNs, input.hash, input.model,
+                                     original.outputs, original.id, t, t])
+                return .duplicate(db.lastInsertedRowID, original: original.id)
+            }
             try db.execute(sql: """
                 INSERT INTO jobs (path, root, relative, size, mtime_ns, hash, model, status, queued_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)
-                """, arguments: [input.path, input.root, input.relative, input.size, input.mtimeNs, input.hash, input.model, Self.now])
-            return db.lastInsertedRowID
+                """, arguments: [input.path, input.root, input.relative, input.size, input.mtimeNs, input.hash, input.model, t])
+            return .queued(db.lastInsertedRowID)
         }
+        if case .queued = result { signal.ring() }
+        return result
     }
 
-    /// Re-describes a queued row whose file changed before it was processed.
-    public func requeue(id: Int64, with input: JournalInput) throws {
+    public func describeAgain(id: Int64, with input: JournalInput) throws {
         try write("update \(input.path)") { db in
             try db.execute(sql: """
-                UPDATE jobs SET size = ?, mtime_ns = ?, hash = ?, model = ?, queued_at = ? WHERE id = ? AND status = 'queued'
+                UPDATE jobs SET size = ?, mtime_ns = ?, hash = ?, model = ?, queued_at = ?, run_after = 0
+                WHERE id = ? AND status = 'queued'
                 """, arguments: [input.size, input.mtimeNs, input.hash, input.model, Self.now, id])
         }
+        signal.ring()
     }
 
-    /// A done row for an input whose content was already processed with this model.
-    public func recordDuplicate(_ input: JournalInput, of original: JournalEntry) throws -> Int64 {
-        try write("record duplicate \(input.path)") { db in
-            let t = Self.now
+    public func release(id: Int64) throws {
+        let changed = try write("release job \(id)") { db -> Bool in
+            try db.execute(sql: "UPDATE jobs SET run_after = 0 WHERE id = ? AND status = 'queued' AND run_after > ?", arguments: [id, Self.now])
+            return db.changesCount > 0
+        }
+        if changed { signal.ring() }
+    }
+
+    public func markVanished(id: Int64) throws {
+        try write("mark job \(id) vanished") { db in
             try db.execute(sql: """
-                INSERT INTO jobs (path, root, relative, size, mtime_ns, hash, model, status, outputs, duplicate_of,
-                                  queued_at, finished_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)
-                """, arguments: [input.path, input.root, input.relative, input.size, input.mtimeNs, input.hash, input.model,
-                                 original.outputs, original.id, t, t])
-            return db.lastInsertedRowID
-        }
-    }
-
-    // MARK: Processing
-
-    /// Marks a job as started: counted as an attempt before any byte of it is decoded.
-    public func markProcessing(id: Int64) throws {
-        try write("start job \(id)") { db in
-            try db.execute(sql: "UPDATE jobs SET status = 'processing', attempts = attempts + 1, started_at = ? WHERE id = ?",
-                           arguments: [Self.now, id])
-        }
-    }
-
-    /// Records the end of a job.
-    public func finish(id: Int64, status: JobStatus, error: String?, outputs: [String], timings: [String: Double],
-                       batchSize: Int?) throws {
-        let outputsJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: outputs)) ?? Data("[]".utf8), as: UTF8.self)
-        let timingsJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: timings, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
-        try write("finish job \(id)") { db in
-            try db.execute(sql: """
-                UPDATE jobs SET status = ?, error = ?, outputs = ?, timings = ?, batch_size = ?, suspect = 0, finished_at = ?
-                WHERE id = ?
-                """, arguments: [status.rawValue, error, outputsJSON, timingsJSON, batchSize, Self.now, id])
-        }
-    }
-
-    /// Where the input went after its job finished.
-    public func setFinalPath(id: Int64, _ finalPath: String?) throws {
-        try write("record where job \(id)'s input went") { db in
-            try db.execute(sql: "UPDATE jobs SET final_path = ? WHERE id = ?", arguments: [finalPath, id])
-        }
-    }
-
-    /// Jobs that a clean shutdown interrupted go back to the queue, the attempt not counted:
-    /// they did not crash anything.
-    public func returnToQueue(ids: [Int64]) throws {
-        guard !ids.isEmpty else { return }
-        try write("requeue interrupted jobs") { db in
-            for id in ids {
-                try db.execute(sql: """
-                    UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0) WHERE id = ? AND status = 'processing'
-                    """, arguments: [id])
-            }
-        }
-    }
-
-    /// After a crash: rows left `processing` were in flight. Those started `maxCrashes`
-    /// times are failed (returned, for moving to failed/); the others are queued again as
-    /// suspects.
-    public func recoverAfterCrash(maxCrashes: Int) throws -> (retried: [JournalEntry], failed: [JournalEntry]) {
-        try write("recover interrupted jobs") { db in
-            let rows = try StoredEntry.fetchAll(db, sql: "SELECT * FROM jobs WHERE status = 'processing' ORDER BY id").map(\.entry)
-            var retried: [JournalEntry] = [], failed: [JournalEntry] = []
-            for var row in rows {
-                if row.attempts >= maxCrashes {
-                    row.status = .failed
-                    row.error = "segd stopped abnormally (crash or kill) \(row.attempts) times while processing this input; not retried"
-                    try db.execute(sql: "UPDATE jobs SET status = 'failed', error = ?, suspect = 0, finished_at = ? WHERE id = ?",
-                                   arguments: [row.error, Self.now, row.id])
-                    failed.append(row)
-                } else {
-                    row.status = .queued
-                    row.suspect = true
-                    try db.execute(sql: "UPDATE jobs SET status = 'queued', suspect = 1 WHERE id = ?", arguments: [row.id])
-                    retried.append(row)
-                }
-            }
-            return (retried, failed)
+                UPDATE jobs SET status = 'failed', error = 'the input disappeared before it was processed', finished_at = ?
+                WHERE id = ? AND status = 'queued'
+                """, arguments: [Self.now, id])
         }
     }
 
@@ -290,23 +349,131 @@ public final class Journal: JobJournal, @unchecked Sendable {
         }
     }
 
-    /// A queued job whose input is gone: failed with that reason.
-    public func markVanished(id: Int64) throws {
-        try write("mark job \(id) vanished") { db in
-            try db.execute(sql: """
-                UPDATE jobs SET status = 'failed', error = 'the input disappeared before it was processed', finished_at = ?
-                WHERE id = ? AND status = 'queued'
-                """, arguments: [Self.now, id])
+    // MARK: Claims
+
+    public func claim(max: Int, worker: WorkerID, lease: Double) throws -> [JournalEntry] {
+        try write("claim jobs") { db in
+            let t = Self.now
+            let candidates = try StoredEntry.fetchAll(db, sql: """
+                SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ? ORDER BY suspect DESC, id LIMIT ?
+                """, arguments: [t, max]).map(\.entry)
+            // A suspect runs alone: if one leads, it is the whole claim.
+            let picked = candidates.first?.suspect == true ? Array(candidates.prefix(1)) : candidates
+            var claimed: [JournalEntry] = []
+            for var e in picked {
+                try db.execute(sql: """
+                    UPDATE jobs SET status = 'processing', worker = ?, claim = claim + 1, began = 0, lease_until = ? WHERE id = ?
+                    """, arguments: [worker.description, t + lease, e.id])
+                e.status = .processing
+                e.worker = worker.description
+                e.claim += 1
+                e.began = false
+                e.leaseUntil = t + lease
+                claimed.append(e)
+            }
+            return claimed
         }
     }
 
+    public func begin(_ ticket: Ticket, worker: WorkerID) throws -> Bool {
+        try write("start job \(ticket.id)") { db in
+            try db.execute(sql: """
+                UPDATE jobs SET attempts = attempts + 1, began = 1, started_at = ?
+                WHERE id = ? AND claim = ? AND worker = ? AND status = 'processing'
+                """, arguments: [Self.now, ticket.id, ticket.claim, worker.description])
+            return db.changesCount > 0
+        }
+    }
+
+    public func finish(_ ticket: Ticket, worker: WorkerID, status: JobStatus, error: String?, outputs: [String],
+                       timings: [String: Double], batchSize: Int?) throws -> Bool {
+        try write("finish job \(ticket.id)") { db in
+            try db.execute(sql: """
+                UPDATE jobs SET status = ?, error = ?, outputs = ?, timings = ?, batch_size = ?, suspect = 0, finished_at = ?,
+                                lease_until = NULL
+                WHERE id = ? AND claim = ? AND worker = ? AND status = 'processing'
+                """, arguments: [status.rawValue, error, JournalJSON.outputs(outputs), JournalJSON.timings(timings), batchSize,
+                                 Self.now, ticket.id, ticket.claim, worker.description])
+            return db.changesCount > 0
+        }
+    }
+
+    public func setFinalPath(id: Int64, _ finalPath: String?) throws {
+        try write("record where job \(id)'s input went") { db in
+            try db.execute(sql: "UPDATE jobs SET final_path = ? WHERE id = ?", arguments: [finalPath, id])
+        }
+    }
+
+    /// The attempt is taken back if it had begun: a stop or a full disk crashed nothing.
+    public func giveBack(_ tickets: [Ticket], worker: WorkerID, holdFor: Double?) throws {
+        guard !tickets.isEmpty else { return }
+        let hold = holdFor.map { $0.isFinite ? Self.now + $0 : Double.greatestFiniteMagnitude } ?? 0
+        try write("requeue interrupted jobs") { db in
+            for t in tickets {
+                try db.execute(sql: """
+                    UPDATE jobs SET status = 'queued', attempts = MAX(attempts - began, 0), began = 0, worker = NULL,
+                                    lease_until = NULL, run_after = ?
+                    WHERE id = ? AND claim = ? AND worker = ? AND status = 'processing'
+                    """, arguments: [hold, t.id, t.claim, worker.description])
+            }
+        }
+        signal.ring()
+    }
+
+    /// One process owns the file: nobody else's leases to respect, no node table.
+    public func heartbeat(worker: WorkerID, lease: Double, report: NodeReport) throws {}
+
+    /// Claims of any other (earlier) process: it died with them.
+    public func recoverLost(worker: WorkerID, maxCrashes: Int) throws -> (retried: [JournalEntry], failed: [JournalEntry]) {
+        let result = try write("recover interrupted jobs") { db -> ([JournalEntry], [JournalEntry]) in
+            let rows = try StoredEntry.fetchAll(db, sql: """
+                SELECT * FROM jobs WHERE status = 'processing' AND (worker IS NULL OR worker <> ?) ORDER BY id
+                """, arguments: [worker.description]).map(\.entry)
+            var retried: [JournalEntry] = [], failed: [JournalEntry] = []
+            for var row in rows {
+                if row.began && row.attempts >= maxCrashes {
+                    row.status = .failed
+                    row.error = JournalJSON.lostReason(attempts: row.attempts, shared: false)
+                    try db.execute(sql: """
+                        UPDATE jobs SET status = 'failed', error = ?, suspect = 0, began = 0, lease_until = NULL, finished_at = ?
+                        WHERE id = ?
+                        """, arguments: [row.error, Self.now, row.id])
+                    failed.append(row)
+                } else {
+                    row.status = .queued
+                    row.suspect = row.suspect || row.began
+                    try db.execute(sql: """
+                        UPDATE jobs SET status = 'queued', suspect = ?, began = 0, worker = NULL, lease_until = NULL WHERE id = ?
+                        """, arguments: [row.suspect, row.id])
+                    retried.append(row)
+                }
+            }
+            return (retried, failed)
+        }
+        if !result.0.isEmpty { signal.ring() }
+        return (retried: result.0, failed: result.1)
+    }
+
+    public func leave(worker: WorkerID) throws {}
+
+    // MARK: Reading
+
     public func entry(id: Int64) throws -> JournalEntry? {
-        try read("look up job \(id)") { db in try StoredEntry.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id])?.entry }
+        try read("look up job \(id)") { db in try Self.fetchEntry(db, id: id) }
     }
 
     public func all() throws -> [JournalEntry] {
         try read("list jobs") { db in try StoredEntry.fetchAll(db, sql: "SELECT * FROM jobs ORDER BY id").map(\.entry) }
     }
+
+    public func queuedCount() throws -> Int {
+        try read("count queued jobs") { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE status = 'queued'") ?? 0 }
+    }
+
+    public func nodes() throws -> [NodeStatus] { [] }
+
+    public func waitForWork(timeout: Double) { signal.wait(timeout: timeout) }
+    public func wake() { signal.ring() }
 
     // MARK: Status
 

@@ -89,6 +89,9 @@ public struct PipelineConfig: Sendable, Equatable {
         /// `unix:PATH` or `HOST:PORT` each; nil: `unix:<state_directory>/segd.sock`; []: off.
         /// Read at start only.
         public var httpListen: [ListenAddress]?
+        /// A claimed job's lease: a node that has not renewed it for this long (killed, frozen,
+        /// cut off) loses the job to another node. Renewed every lease_s / 3.
+        public var leaseS = 30
     }
 
     public var model = Model()
@@ -96,6 +99,8 @@ public struct PipelineConfig: Sendable, Equatable {
     public var outputs = Outputs()
     public var after = After()
     public var stateDirectory = "/var/lib/segd/state"
+    /// The shared journal of a cluster (docs/cluster.md); nil: SQLite in state_directory.
+    public var stateDatabase: DatabaseSettings?
     public var batching = Batching()
     public var queues = Queues()
     /// oneDNN (OpenMP) threads; 0: one per core. Read at start only.
@@ -185,6 +190,25 @@ extension PipelineConfig {
                 }
             }
             case "state_directory": c.stateDirectory = try r.string(node, "", key)
+            case "state_database":
+                if case .scalar = node, node.null != nil { c.stateDatabase = nil; break }
+                if node.mapping != nil {
+                    var url: String?, passwordFile: String?
+                    try r.mapping(node, key) { k, n, r in
+                        switch k {
+                        case "url": url = try r.string(n, key, k)
+                        case "password_file": passwordFile = try r.optional(n) { try r.string(n, key, k) }
+                        default: throw r.unknown(n, key, k)
+                        }
+                    }
+                    guard let url else {
+                        throw PipelineError.config(path: path, line: node.mark?.line, key: "state_database.url", reason: "missing: postgresql://USER@HOST:PORT/DATABASE")
+                    }
+                    c.stateDatabase = try DatabaseSettings(url: url, passwordFile: passwordFile, configPath: path, line: r.lines["state_database.url"])
+                } else {
+                    c.stateDatabase = try DatabaseSettings(url: try r.string(node, "", key), passwordFile: nil, configPath: path,
+                                                           line: r.lines["state_database"])
+                }
             case "batching": try r.mapping(node, key) { k, n, r in
                 switch k {
                 case "max_batch": c.batching.maxBatch = try r.int(n, key, k, in: 1...64)
@@ -216,6 +240,7 @@ extension PipelineConfig {
                             return a
                         }
                     }
+                case "lease_s": c.service.leaseS = try r.int(n, key, k, in: 1...3600)
                 default: throw r.unknown(n, key, k)
                 }
             }
@@ -250,6 +275,7 @@ extension PipelineConfig {
             if case let .unix(p) = a { return .unix(abs(p)) }
             return a
         }
+        if let file = c.stateDatabase?.passwordFile { c.stateDatabase?.passwordFile = abs(file) }
         return c
     }
 

@@ -8,6 +8,9 @@ public enum PipelineError: Error, CustomStringConvertible {
     case config(path: String, line: Int?, key: String?, reason: String)
     /// The daemon's SQLite journal (the database file and what failed).
     case journal(path: String, reason: String)
+    /// The shared journal's server cannot be reached (down, restarting, network): callers
+    /// pause and retry; nothing is lost.
+    case databaseUnavailable(location: String, reason: String)
 
     public var description: String {
         switch self {
@@ -20,6 +23,7 @@ public enum PipelineError: Error, CustomStringConvertible {
             if let key { s += ": \(key)" }
             return s + ": " + reason
         case let .journal(path, reason): return "journal \(path): \(reason)"
+        case let .databaseUnavailable(location, reason): return "database \(location) unavailable: \(reason)"
         }
     }
 

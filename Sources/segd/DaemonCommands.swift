@@ -44,7 +44,8 @@ struct Watch: ParsableCommand {
         // Before the daemon exists: its metrics bind to the backend when they are made.
         SegdMetricsBackend.bootstrap()
         let log = Logger(label: "segd")
-        let daemon = Daemon(configPath: config, config: c, log: log, faults: faultsFromEnvironment())
+        let daemon = Daemon(configPath: config, config: c, log: log, faults: faultsFromEnvironment(),
+                            databasePassword: ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"])
         if !c.httpAddresses.isEmpty {
             do { try StatusServer(daemon: daemon, addresses: c.httpAddresses, log: log).start() } catch {
                 log.critical("cannot start the HTTP endpoint (service.http_listen; a TCP address needs the unit's drop-in, docs/daemon.md)",
@@ -63,7 +64,7 @@ func faultsFromEnvironment() -> FaultHook {
     let env = ProcessInfo.processInfo.environment
     return FaultHook(crashOnDecode: env["SEGD_TEST_CRASH_ON"], hangOnDecode: env["SEGD_TEST_HANG_ON"],
                      inotifyError: env["SEGD_TEST_INOTIFY_ERROR"].map { $0 == "EMFILE" ? EMFILE : ENOSPC },
-                     unwatchable: env["SEGD_TEST_UNWATCHABLE"])
+                     unwatchable: env["SEGD_TEST_UNWATCHABLE"], decodeDelayMs: env["SEGD_TEST_DECODE_DELAY_MS"].flatMap { Int($0) })
 }
 
 struct Status: ParsableCommand {
@@ -100,9 +101,15 @@ struct Status: ParsableCommand {
             try Segd.guarded { print(try StatusClient.statusText(address), terminator: "") }
             return
         }
-        let dir = try stateDir ?? loadConfig(config).stateDirectory
+        let c = try stateDir == nil ? loadConfig(config) : nil
         try Segd.guarded {
-            let journal = try Journal(directory: dir, readOnly: true)
+            let journal: any JobJournal
+            if let db = c?.stateDatabase {
+                journal = try PostgresJournal(db, password: try db.password(environment: ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"]),
+                                              log: Logger(label: "segd"), migrate: false, listen: false)
+            } else {
+                journal = try Journal(directory: stateDir ?? c!.stateDirectory, readOnly: true)
+            }
             print(try StatusReport.text(journal: journal, failures: failures), terminator: "")
         }
     }
@@ -122,10 +129,26 @@ struct CheckConfig: ParsableCommand {
         lines.append("  watch: \(c.inputs.directories.joined(separator: ", "))\(c.inputs.recursive ? " (recursive)" : "")")
         lines.append("  outputs: \(c.outputs.directory); inputs afterwards: \(c.after.success.rawValue) on success, \(c.after.failure.rawValue) on failure")
         lines.append("  model: \(c.model.weights); batches of up to \(c.batching.maxBatch), \(c.batching.maxDelayMs) ms")
-        lines.append("  journal: \(c.stateDirectory)")
+        if let db = c.stateDatabase {
+            // The URL holds no password; where the password comes from is said, never what it is.
+            let source = db.passwordFile.map { "password_file \($0)" }
+                ?? (ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"] != nil ? "SEGD_DATABASE_PASSWORD" : "no password")
+            lines.append("  journal: \(db.display) (\(source); shared by the cluster, lease \(c.service.leaseS) s)")
+        } else {
+            lines.append("  journal: \(c.stateDirectory)")
+        }
         print(lines.joined(separator: "\n"))
         if !FileManager.default.fileExists(atPath: c.model.weights) {
             FileHandle.standardError.write(Data("segd: warning: model.weights \(c.model.weights) does not exist (yet); the service will not start without it\n".utf8))
+        }
+        if let db = c.stateDatabase {
+            // Unreachable now is not an invalid file: the service waits for the database.
+            do {
+                _ = try PostgresJournal(db, password: try db.password(environment: ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"]),
+                                        log: Logger(label: "segd"), migrate: false, listen: false)
+            } catch {
+                FileHandle.standardError.write(Data("segd: warning: state_database: \(error)\n".utf8))
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ struct Segd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "segd",
         abstract: "Instance segmentation (Mask R-CNN) for folders of images.",
-        subcommands: [Batch.self, Watch.self, Status.self, CheckConfig.self, Bench.self, Model.self])
+        subcommands: [Batch.self, Watch.self, Status.self, CheckConfig.self, Bench.self, BenchJournal.self, Model.self])
 
     /// Runs a command body, mapping segd's errors to a message and an exit code.
     static func guarded(_ body: () throws -> Void) throws {
