@@ -17,6 +17,15 @@ enum DaemonDefaults {
 }
 
 /// Loads pipeline.yml, printing the error (key and line) and exiting 78 when invalid.
+/// SEGD_DATABASE_PASSWORD: the CLI is the only place it is read (Pipeline reads no environment).
+var databasePasswordFromEnvironment: String? { ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"] }
+
+/// The configured PostgreSQL journal, its password from password_file or the environment.
+func openPostgresJournal(_ db: DatabaseSettings, migrate: Bool, listen: Bool) throws -> PostgresJournal {
+    try PostgresJournal(db, password: try db.password(environment: databasePasswordFromEnvironment),
+                        log: Logger(label: "segd"), migrate: migrate, listen: listen)
+}
+
 func loadConfig(_ path: String) throws -> PipelineConfig {
     do { return try PipelineConfig.load(path: path) } catch {
         FileHandle.standardError.write(Data("segd: \(error)\n".utf8))
@@ -45,7 +54,7 @@ struct Watch: ParsableCommand {
         SegdMetricsBackend.bootstrap()
         let log = Logger(label: "segd")
         let daemon = Daemon(configPath: config, config: c, log: log, faults: faultsFromEnvironment(),
-                            databasePassword: ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"])
+                            databasePassword: databasePasswordFromEnvironment)
         if !c.httpAddresses.isEmpty {
             do { try StatusServer(daemon: daemon, addresses: c.httpAddresses, log: log).start() } catch {
                 log.critical("cannot start the HTTP endpoint (service.http_listen; a TCP address needs the unit's drop-in, docs/daemon.md)",
@@ -105,8 +114,7 @@ struct Status: ParsableCommand {
         try Segd.guarded {
             let journal: any JobJournal
             if let db = c?.stateDatabase {
-                journal = try PostgresJournal(db, password: try db.password(environment: ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"]),
-                                              log: Logger(label: "segd"), migrate: false, listen: false)
+                journal = try openPostgresJournal(db, migrate: false, listen: false)
             } else {
                 journal = try Journal(directory: stateDir ?? c!.stateDirectory, readOnly: true)
             }
@@ -132,7 +140,7 @@ struct CheckConfig: ParsableCommand {
         if let db = c.stateDatabase {
             // The URL holds no password; where the password comes from is said, never what it is.
             let source = db.passwordFile.map { "password_file \($0)" }
-                ?? (ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"] != nil ? "SEGD_DATABASE_PASSWORD" : "no password")
+                ?? (databasePasswordFromEnvironment != nil ? "SEGD_DATABASE_PASSWORD" : "no password")
             lines.append("  journal: \(db.display) (\(source); shared by the cluster, lease \(c.service.leaseS) s)")
         } else {
             lines.append("  journal: \(c.stateDirectory)")
@@ -144,8 +152,7 @@ struct CheckConfig: ParsableCommand {
         if let db = c.stateDatabase {
             // Unreachable now is not an invalid file: the service waits for the database.
             do {
-                _ = try PostgresJournal(db, password: try db.password(environment: ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"]),
-                                        log: Logger(label: "segd"), migrate: false, listen: false)
+                _ = try openPostgresJournal(db, migrate: false, listen: false)
             } catch {
                 FileHandle.standardError.write(Data("segd: warning: state_database: \(error)\n".utf8))
             }

@@ -1,7 +1,6 @@
 // `segd bench-journal`: the journal's cost per job (Pipeline/JournalBench.swift).
 import ArgumentParser
 import Foundation
-import Logging
 import Pipeline
 
 struct BenchJournal: ParsableCommand {
@@ -27,8 +26,7 @@ struct BenchJournal: ParsableCommand {
             var journals: [any JobJournal] = []
             for _ in 0..<max(1, workers) {
                 if let db = c.stateDatabase {
-                    journals.append(try PostgresJournal(db, password: try db.password(environment: ProcessInfo.processInfo.environment["SEGD_DATABASE_PASSWORD"]),
-                                                        log: Logger(label: "segd"), listen: false))
+                    journals.append(try openPostgresJournal(db, migrate: true, listen: false))
                 } else {
                     journals.append(try Journal(directory: c.stateDirectory))
                     break  // one process, one SQLite writer
