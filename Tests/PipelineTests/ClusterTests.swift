@@ -133,15 +133,9 @@ final class ClusterTests: XCTestCase {
               + "rows with attempts ≥ 2: \(all.filter { $0.attempts >= 2 }.count)")
 
         // `segd status` shows the cluster: counts and the nodes still running.
-        let status = Process()
-        status.executableURL = URL(fileURLWithPath: DaemonFixture.binary)
-        status.arguments = ["status", "--config", ws.configPath]
-        let pipe = Pipe()
-        status.standardOutput = pipe
-        try status.run()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        status.waitUntilExit()
-        XCTAssertEqual(status.terminationStatus, 0, text)
+        let status = try Segd.run(["status", "--config", ws.configPath], timeout: 60)
+        let text = status.stdout
+        XCTAssertEqual(status.status, 0, text + status.stderr)
         XCTAssertTrue(text.contains("done \(n)") && text.contains("postgresql://segd@127.0.0.1"), text)
         for node in [frozen, survivor] { XCTAssertTrue(text.contains("pid \(node.pid)"), text) }
         XCTAssertTrue(text.contains("nodes: "), text)

@@ -57,18 +57,9 @@ final class DatabaseConfigTests: XCTestCase {
         let port = PostgresServer.freePort()
         try "state_database: postgresql://segd@127.0.0.1:\(port)/segd\ninputs:\n  directories: [\(dir)/in]\n"
             .write(toFile: dir + "/pipeline.yml", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: DaemonFixture.binary)
-        p.arguments = ["check-config", dir + "/pipeline.yml"]
-        p.environment = ["SEGD_DATABASE_PASSWORD": "hunter2"]
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, o + e)
+        let r = try Segd.run(["check-config", dir + "/pipeline.yml"], timeout: 60, environment: ["SEGD_DATABASE_PASSWORD": "hunter2"])
+        let o = r.stdout, e = r.stderr
+        XCTAssertEqual(r.status, 0, o + e)
         XCTAssertTrue(o.contains("journal: postgresql://segd@127.0.0.1:\(port)/segd (SEGD_DATABASE_PASSWORD"), o)
         XCTAssertTrue(e.contains("warning: state_database") && e.contains("unavailable"), e)
         XCTAssertFalse((o + e).contains("hunter2"))
