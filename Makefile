@@ -42,9 +42,6 @@ test-deps: deps
 	  $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 	fi
 
-test-deps:
-	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(TEST_APT_PACKAGES)"
-
 build: deps
 	$(SWIFT) build -c $(CONFIG)
 

@@ -74,7 +74,8 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(slowImage["width"] as? Int, 40)
         XCTAssertEqual(slowImage["height"] as? Int, 30)
         // Inputs moved to done/, same relative paths; the inbox is empty.
-        XCTAssertEqual(ws.files(ws.done), ["cp.jpg", "linked.png", "moved-dir/m.png", "mv.png", "new/deeper/n.png", "pre1.png", "slow.png", "sub/pre2.jpg"])
+        let expectedDone = ["cp.jpg", "linked.png", "moved-dir/m.png", "mv.png", "new/deeper/n.png", "pre1.png", "slow.png", "sub/pre2.jpg"]
+        XCTAssertTrue(waitUntil(timeout: 10) { ws.files(ws.done) == expectedDone }, "\(ws.files(ws.done))")
         XCTAssertEqual(ws.files(ws.inbox), [])
         XCTAssertTrue(d.log.contains("via=close_write") && d.log.contains("via=moved_in") && d.log.contains("via=stable")
                       && d.log.contains("via=scan"), d.log)
@@ -184,7 +185,9 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(poison.attempts, 3)
         XCTAssertTrue(poison.error?.contains("3 times") == true, poison.error ?? "")
         for i in 0..<6 { XCTAssertEqual(rows[ws.inbox + "/good\(i).png"]?.first?.status, .done, "good\(i)") }
-        XCTAssertEqual(ws.files(ws.failed), ["poison.png", "poison.png.error.json"])
+        // The journal records the failure before the input is moved and its reason written
+        // (atomically, through a hidden temporary): wait for the folder to settle.
+        XCTAssertTrue(waitUntil(timeout: 10) { ws.files(ws.failed) == ["poison.png", "poison.png.error.json"] }, "\(ws.files(ws.failed))")
         let errorDoc = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: ws.failed + "/poison.png.error.json"))) as? [String: Any])
         XCTAssertEqual(errorDoc["attempts"] as? Int, 3)
         XCTAssertTrue((errorDoc["reason"] as? String)?.contains("stopped abnormally") == true)
