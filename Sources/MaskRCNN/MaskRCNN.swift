@@ -102,20 +102,20 @@ public final class MaskRCNN: @unchecked Sendable {
     /// nil for Faster R-CNN.
     let maskHead: MaskHead?
     /// What the convolutions and FC layers compute in, and why (the CPU's ISA or the request).
-    public let precision: ResolvedPrecision
+    public private(set) var precision: ResolvedPrecision
 
     /// Builds the model from a state dict (torchvision key names, old or new), strictly:
     /// every key must be used, with the shape the architecture read from the dict implies.
     /// - Parameters:
     ///   - frozenBNEpsilon: overrides the file's (or the 0.0 default's) ε of the v1 ResNet's
     ///     FrozenBatchNorm2d.
-    ///   - precision: fp32 (torchvision's arithmetic), bf16, or auto (bf16 where this CPU
-    ///     computes it natively); bf16 without native support is an error.
+    ///   - precision: fp32 (torchvision's arithmetic) or bf16, resolved by the caller
+    ///     (`Precision.candidates(on:)`; auto's choice between them is measured on the model).
     ///   - classNames: the class names (background first), overriding the file's; their
     ///     number must be the model's.
     public init(stateDict: StateDict, config base: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil,
-                precision: Precision = .fp32, classNames: ClassNames? = nil) throws {
-        self.precision = try precision.resolve(on: Device.cpu.isa)
+                precision: ResolvedPrecision = .fp32, classNames: ClassNames? = nil) throws {
+        self.precision = precision
         var config = base
         try config.apply(metadata: stateDict.metadata, path: stateDict.path)
         if let e = frozenBNEpsilon { config.frozenBNEpsilon = e }
@@ -152,9 +152,14 @@ public final class MaskRCNN: @unchecked Sendable {
 
     /// Loads a weights file (.pth zip or legacy, .safetensors).
     public convenience init(contentsOf path: String, config: ModelConfig = ModelConfig(), frozenBNEpsilon: Float? = nil,
-                            precision: Precision = .fp32, classNames: ClassNames? = nil) throws {
+                            precision: ResolvedPrecision = .fp32, classNames: ClassNames? = nil) throws {
         try self.init(stateDict: WeightsFile.load(path), config: config, frozenBNEpsilon: frozenBNEpsilon, precision: precision,
                       classNames: classNames)
+    }
+
+    /// Restates why this model's precision runs (auto's measured choice); the type stays.
+    public func explainPrecision(_ reason: String) {
+        precision = ResolvedPrecision(dtype: precision.dtype, reason: reason)
     }
 
     /// Thresholds that may change between runs without reloading weights.

@@ -88,7 +88,9 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func loadModel(_ c: PipelineConfig) throws -> Segmenter {
-        let (s, ms) = try timed { try Segmenter(weights: c.model.weights, settings: c.inferenceSettings) }
+        var settings = c.inferenceSettings
+        settings.precisionDecisions = (c.stateDirectory as NSString).appendingPathComponent("precision.json")
+        let (s, ms) = try timed { try Segmenter(weights: c.model.weights, settings: settings) }
         log.info("model loaded", metadata: ["weights": "\(c.model.weights)", "name": "\(s.modelInfo.name)",
                                             "classes": "\(s.modelInfo.classes.count)", "ms": "\(Int(ms))",
                                             "precision": "\(s.model.precision)"])

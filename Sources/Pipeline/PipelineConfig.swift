@@ -15,7 +15,8 @@ public struct PipelineConfig: Sendable, Equatable {
 
     public struct Model: Sendable, Equatable {
         public var weights = "/usr/local/share/segd/shapes.safetensors"
-        /// auto | fp32 | bf16 (auto: bf16 where the CPU computes it natively).
+        /// auto | fp32 | bf16 (auto: the faster of bf16 and fp32, measured once, where the CPU
+        /// computes bf16 natively; fp32 elsewhere).
         public var precision = Precision.auto
         /// nil: the model's own (0.05 for torchvision's checkpoints).
         public var scoreThreshold: Double?

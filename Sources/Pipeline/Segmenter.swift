@@ -15,8 +15,12 @@ public struct InferenceSettings: Sendable {
     public var labels: String?
     public var minSize: Int?
     public var maxSize: Int?
-    /// auto: bf16 where the CPU computes it natively, fp32 elsewhere.
+    /// auto: the faster of bf16 and fp32 (measured) where the CPU computes bf16 natively,
+    /// fp32 elsewhere.
     public var precision: Precision = .auto
+    /// Where auto keeps its measured decisions (`PrecisionDecisions`); nil: measured at
+    /// every start. The daemon's is in its state directory.
+    public var precisionDecisions: String? = PrecisionDecisions.userDefault
     public init() {}
 }
 
@@ -31,14 +35,19 @@ public final class Segmenter: @unchecked Sendable {
         if let v = s.minSize { base.minSize = v }
         if let v = s.maxSize { base.maxSize = v }
         let names = try s.labels.map { try ClassNames(contentsOf: $0) }
-        let model = try MaskRCNN(contentsOf: path, config: base, frozenBNEpsilon: s.frozenBNEpsilon, precision: s.precision, classNames: names)
-        // The file's metadata may set sizes; explicit settings win over it.
-        model.setInferenceOptions(scoreThreshold: s.scoreThreshold, detectionsPerImage: s.maxDetections, maskThreshold: s.maskThreshold)
-        if s.minSize != nil || s.maxSize != nil { model.setSizes(minSize: s.minSize, maxSize: s.maxSize) }
+        let sha256 = try FileHash.sha256(fileAt: path)
+        let model = try PrecisionChoice.model(candidates: s.precision.candidates(on: Device.cpu.isa), modelID: sha256,
+                                              decisions: s.precisionDecisions.map(PrecisionDecisions.init(path:))) { precision in
+            let model = try MaskRCNN(contentsOf: path, config: base, frozenBNEpsilon: s.frozenBNEpsilon, precision: precision, classNames: names)
+            // The file's metadata may set sizes; explicit settings win over it.
+            model.setInferenceOptions(scoreThreshold: s.scoreThreshold, detectionsPerImage: s.maxDetections, maskThreshold: s.maskThreshold)
+            if s.minSize != nil || s.maxSize != nil { model.setSizes(minSize: s.minSize, maxSize: s.maxSize) }
+            return model
+        }
         self.model = model
         weightsPath = path
         let c = model.config
-        modelInfo = ImageResult.ModelInfo(name: c.name, sha256: try FileHash.sha256(fileAt: path), classes: c.classNames)
+        modelInfo = ImageResult.ModelInfo(name: c.name, sha256: sha256, classes: c.classNames)
         settings = ImageResult.Settings(scoreThreshold: c.box.scoreThreshold, maskThreshold: c.maskThreshold,
                                         maxDetections: c.box.detectionsPerImage, minSize: c.minSize, maxSize: c.maxSize, precision: model.precision.name)
     }

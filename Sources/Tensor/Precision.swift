@@ -47,7 +47,10 @@ public struct CPUISA: Sendable, Equatable, CustomStringConvertible {
 
 /// The precision a user asks for.
 public enum Precision: String, Sendable, CaseIterable, CustomStringConvertible {
-    /// bf16 where the CPU computes it natively, fp32 elsewhere.
+    /// The faster of bf16 and fp32 on this CPU, measured on the model itself, where the CPU
+    /// computes bf16 natively; fp32 elsewhere. Native bf16 is not always faster: on a 2-core
+    /// Zen 4 EPYC (AVX512_BF16) bf16 ran W1 at 2.0× fp32, on a 2-core Emerald Rapids guest
+    /// without AMX (same oneDNN ISA) at 0.70×, so no rule read off the ISA fits both.
     case auto
     /// torchvision's results: f32 everywhere.
     case fp32
@@ -56,18 +59,22 @@ public enum Precision: String, Sendable, CaseIterable, CustomStringConvertible {
 
     public var description: String { rawValue }
 
-    /// What runs on a CPU with this ISA, and why (for the start-up line and every JSON).
-    public func resolve(on isa: CPUISA) throws -> ResolvedPrecision {
+    /// What may run on a CPU with this ISA, and why (for the start-up line and every JSON):
+    /// one precision, or for `auto` on a CPU with native bf16 both, bf16 first, for the
+    /// caller to measure.
+    public func candidates(on isa: CPUISA) throws -> [ResolvedPrecision] {
         switch self {
         case .fp32:
-            return ResolvedPrecision(dtype: .f32, reason: "fp32 requested")
+            return [ResolvedPrecision(dtype: .f32, reason: "fp32 requested")]
         case .bf16:
             guard isa.nativeBF16 else { throw TensorError.unsupportedPrecision(requested: rawValue, isa: isa.description, missing: "avx512_bf16 or amx_bf16") }
-            return ResolvedPrecision(dtype: .bf16, reason: "bf16 requested; oneDNN ISA \(isa)")
+            return [ResolvedPrecision(dtype: .bf16, reason: "bf16 requested; oneDNN ISA \(isa)")]
         case .auto:
-            return isa.nativeBF16
-                ? ResolvedPrecision(dtype: .bf16, reason: "auto: oneDNN ISA \(isa) computes bf16 natively")
-                : ResolvedPrecision(dtype: .f32, reason: "auto: oneDNN ISA \(isa) has no native bf16 (needs avx512_bf16 or amx_bf16)")
+            guard isa.nativeBF16 else {
+                return [ResolvedPrecision(dtype: .f32, reason: "auto: oneDNN ISA \(isa) has no native bf16 (needs avx512_bf16 or amx_bf16)")]
+            }
+            let why = "auto: oneDNN ISA \(isa) computes bf16 natively; to be measured against fp32"
+            return [ResolvedPrecision(dtype: .bf16, reason: why), ResolvedPrecision(dtype: .f32, reason: why)]
         }
     }
 }
@@ -75,6 +82,12 @@ public enum Precision: String, Sendable, CaseIterable, CustomStringConvertible {
 public struct ResolvedPrecision: Sendable, Equatable, CustomStringConvertible {
     public let dtype: DType
     public let reason: String
+    public init(dtype: DType, reason: String) {
+        self.dtype = dtype
+        self.reason = reason
+    }
+    /// fp32 without a request: what a model built with no precision given runs in.
+    public static let fp32 = ResolvedPrecision(dtype: .f32, reason: "fp32 (the default)")
     /// "fp32" or "bf16", the name a user passes and the JSON states.
     public var name: String { dtype == .f32 ? "fp32" : "bf16" }
     public var description: String { "\(name) (\(reason))" }

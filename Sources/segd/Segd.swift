@@ -46,7 +46,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("frozen-bn-eps"), help: "Frozen BatchNorm epsilon (default: the file's metadata, else 0.0 as torchvision's COCO checkpoint).")
     var frozenBNEps: Float?
 
-    @Option(help: "auto (bf16 where this CPU computes it natively: AMX or AVX512_BF16), fp32 (torchvision's arithmetic) or bf16.")
+    @Option(help: "auto (where this CPU computes bf16 natively, AMX or AVX512_BF16: the faster of bf16 and fp32 for this model, measured once and kept in ~/.cache/segd/precision.json; fp32 elsewhere), fp32 (torchvision's arithmetic) or bf16.")
     var precision: Precision?
     @Option(help: "Class names of a fine-tuned model: a text file with one name a line, background first, or a JSON list (default: the weights file's).")
     var labels: String?

@@ -58,13 +58,15 @@ final class PrecisionTests: XCTestCase {
 
     func testPrecisionResolution() throws {
         let avx2 = CPUISA(raw: CPUISA.avx2), zen4 = CPUISA(raw: CPUISA.avx512CoreBF16), spr = CPUISA(raw: CPUISA.avx512CoreAMX)
-        XCTAssertEqual(try Precision.auto.resolve(on: avx2).dtype, .f32)
-        XCTAssertTrue(try Precision.auto.resolve(on: avx2).reason.contains("no native bf16"))
-        XCTAssertEqual(try Precision.auto.resolve(on: zen4).dtype, .bf16)
-        XCTAssertEqual(try Precision.auto.resolve(on: spr).dtype, .bf16)
-        XCTAssertEqual(try Precision.fp32.resolve(on: spr).dtype, .f32)
-        XCTAssertEqual(try Precision.bf16.resolve(on: zen4).name, "bf16")
-        XCTAssertThrowsError(try Precision.bf16.resolve(on: avx2)) { e in
+        func dtypes(_ p: Precision, _ isa: CPUISA) throws -> [DType] { try p.candidates(on: isa).map(\.dtype) }
+        XCTAssertEqual(try dtypes(.auto, avx2), [.f32])
+        XCTAssertTrue(try Precision.auto.candidates(on: avx2)[0].reason.contains("no native bf16"))
+        // Native bf16: both, bf16 first, for the caller to measure (PrecisionChoiceTests).
+        XCTAssertEqual(try dtypes(.auto, zen4), [.bf16, .f32])
+        XCTAssertEqual(try dtypes(.auto, spr), [.bf16, .f32])
+        XCTAssertEqual(try dtypes(.fp32, spr), [.f32])
+        XCTAssertEqual(try Precision.bf16.candidates(on: zen4).map(\.name), ["bf16"])
+        XCTAssertThrowsError(try Precision.bf16.candidates(on: avx2)) { e in
             let message = "\(e)"
             XCTAssertTrue(message.contains("avx512_bf16") && message.contains("amx_bf16") && message.contains("avx2"), message)
         }
