@@ -124,7 +124,7 @@ public final class Daemon: @unchecked Sendable {
     /// retried alone, or failed after max_crashes.
     private func recover(_ j: any JobJournal, config c: PipelineConfig) throws {
         let life = JobLife(journal: j, after: c.after, prefixRoots: c.inputs.directories.count > 1, outputDirectory: c.outputs.directory, log: log)
-        for e in try life.recoverLost(maxCrashes: c.service.maxCrashes) {
+        for e in try life.recoverLost(maxCrashes: c.service.maxCrashes, lease: Double(c.service.leaseS)) {
             log.warning("retrying an input that was in flight when segd stopped abnormally",
                         metadata: ["input": "\(e.path)", "job": "\(e.id)", "attempts": "\(e.attempts)"])
         }
@@ -441,7 +441,7 @@ final class Runtime: @unchecked Sendable {
         self.faults = faults
         let filter = NameFilter(include: c.inputs.include, exclude: c.inputs.exclude)
         life = JobLife(journal: journal, after: c.after, prefixRoots: c.inputs.directories.count > 1,
-                       outputDirectory: c.outputs.directory, log: log)
+                       outputDirectory: c.outputs.directory, faults: faults, log: log)
         intake = Intake(life: life, modelHash: segmenter.modelInfo.sha256, filter: filter, log: log)
         var w = WatchOptions(roots: c.inputs.directories, filter: filter)
         w.recursive = c.inputs.recursive
@@ -466,9 +466,19 @@ final class Runtime: @unchecked Sendable {
         feeder.name = "segd.feeder"
         feeder.start()
         let intake = intake
+        let hold = faults.holdReadyUntil
         let w = Watcher(options: watchOptions, log: log, faults: faults, deliver: { files in intake.submit(files) }, initialScanDone: {
-            // Behind the scan's files on the intake queue: runs once they are journaled.
-            intake.checkLeftovers(then: ready)
+            guard let hold else {
+                // Behind the scan's files on the intake queue: runs once they are journaled.
+                intake.checkLeftovers(then: ready)
+                return
+            }
+            // SEGD_TEST_HOLD_READY_UNTIL: the scan is over only once the test says so (its own
+            // thread: the watcher goes on watching meanwhile).
+            Thread.detachNewThread {
+                while !FileManager.default.fileExists(atPath: hold) { usleep(50_000) }
+                intake.checkLeftovers(then: ready)
+            }
         })
         watcher = w
         w.start()
@@ -578,7 +588,7 @@ final class Runtime: @unchecked Sendable {
                                     throughput: stats.throughput())
             do {
                 try life.journal.heartbeat(worker: life.worker, lease: lease, report: report)
-                for e in try life.recoverLost(maxCrashes: config.service.maxCrashes) {
+                for e in try life.recoverLost(maxCrashes: config.service.maxCrashes, lease: lease) {
                     log.warning("retrying an input that was in flight when its node stopped (crash, kill or lost lease)",
                                 metadata: ["input": "\(e.path)", "job": "\(e.id)", "attempts": "\(e.attempts)"])
                 }

@@ -14,15 +14,24 @@ public struct FaultHook: Sendable, Equatable {
     /// Each decode starts this much later (ms): keeps jobs in flight long enough for the
     /// cluster tests to kill or freeze a node in the middle of a batch.
     public var decodeDelayMs: Int?
+    /// The job of a file with this name is recorded done or failed, then the process aborts
+    /// before the input is moved (JobLife.settleOrphans must move it on the next run).
+    public var crashAfterFinish: String?
+    /// The initial scan counts as unfinished (not ready: /readyz 503, no READY=1) until a
+    /// file exists at this path: the tests see the "starting" state for as long as they need.
+    public var holdReadyUntil: String?
 
     public static let none = FaultHook()
 
     public init(crashOnDecode: String? = nil, hangOnDecode: String? = nil, inotifyError: Int32? = nil, unwatchable: String? = nil,
-                decodeDelayMs: Int? = nil) {
+                decodeDelayMs: Int? = nil, crashAfterFinish: String? = nil,
+                holdReadyUntil: String? = nil) {
         self.crashOnDecode = crashOnDecode
         self.hangOnDecode = hangOnDecode
         self.inotifyError = inotifyError
         self.unwatchable = unwatchable
         self.decodeDelayMs = decodeDelayMs
+        self.crashAfterFinish = crashAfterFinish
+        self.holdReadyUntil = holdReadyUntil
     }
 }

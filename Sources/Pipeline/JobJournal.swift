@@ -120,8 +120,16 @@ public protocol JobJournal: AnyObject, Sendable {
     /// ours (the lease lapsed and the job went to another node): the result is discarded.
     func finish(_ ticket: Ticket, worker: WorkerID, status: JobStatus, error: String?, outputs: [String],
                 timings: [String: Double], batchSize: Int?) throws -> Bool
-    /// Where the input went after its job (nil: left in place or deleted).
+    /// Where the input went after its job (nil: left in place or deleted); the job is
+    /// settled from then on (`takeUnsettled` no longer returns it).
     func setFinalPath(id: Int64, _ finalPath: String?) throws
+    /// Finished jobs (done or failed by `finish`) whose input was never settled because their
+    /// worker died between `finish` and `setFinalPath`, the worker gone by the same notion
+    /// `recoverLost` uses (SQLite: any earlier process; shared: no heartbeat within `lease`
+    /// s). Each is handed to `worker` in one guarded UPDATE (its worker column changes from
+    /// the dead one to `worker`), so of two nodes trying at once only one gets a row; if
+    /// `worker` dies before settling it, the row is another dead worker's and is taken again.
+    func takeUnsettled(worker: WorkerID, lease: Double, limit: Int) throws -> [JournalEntry]
     /// processing → queued, the attempt not counted; not claimable for `holdFor` s
     /// (`.infinity`: until `describeAgain` or `release`).
     func giveBack(_ tickets: [Ticket], worker: WorkerID, holdFor: Double?) throws

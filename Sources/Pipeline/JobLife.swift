@@ -35,9 +35,11 @@ final class JobLife: Sendable {
     let worker: WorkerID
     private let outputDirectory: String
     private let log: Logger
+    private let faults: FaultHook
 
     init(journal: any JobJournal, after: PipelineConfig.After, prefixRoots: Bool, outputDirectory: String,
-         worker: WorkerID = .current, log: Logger) {
+         worker: WorkerID = .current, faults: FaultHook = .none, log: Logger) {
+        self.faults = faults
         self.journal = journal
         disposer = InputDisposer(after: after, prefixRoots: prefixRoots)
         self.worker = worker
@@ -87,6 +89,7 @@ final class JobLife: Sendable {
     func succeed(_ input: JobInput, outputs: [String], timings: [String: Double], batchSize: Int) throws -> Bool {
         guard try journal.finish(input.ticket, worker: worker, status: .done, error: nil, outputs: outputs, timings: timings,
                                  batchSize: batchSize) else { return false }
+        crashIfHooked(input)
         try settle(input, status: .done, reason: nil, attempts: 0)
         return true
     }
@@ -96,6 +99,7 @@ final class JobLife: Sendable {
     func fail(_ input: JobInput, _ failure: JobFailure, timings: [String: Double] = [:], batchSize: Int? = nil) throws -> Bool {
         guard try journal.finish(input.ticket, worker: worker, status: .failed, error: failure.description, outputs: [],
                                  timings: timings, batchSize: batchSize) else { return false }
+        crashIfHooked(input)
         let attempts = try journal.entry(id: input.id)?.attempts ?? 0
         try settle(input, status: .failed, reason: failure.description, attempts: attempts)
         return true
@@ -109,8 +113,9 @@ final class JobLife: Sendable {
 
     /// Claims whose holder is gone are queued again as suspects (returned), or failed, their
     /// inputs moved, once `maxCrashes` of their starts ended that way. Either way the
-    /// temporary files the holder's interrupted writes left are removed.
-    func recoverLost(maxCrashes: Int) throws -> [JournalEntry] {
+    /// temporary files the holder's interrupted writes left are removed. Then finished jobs
+    /// whose dead worker never moved their input are settled (`settleOrphans`).
+    func recoverLost(maxCrashes: Int, lease: Double) throws -> [JournalEntry] {
         let (retried, failed) = try journal.recoverLost(worker: worker, maxCrashes: maxCrashes)
         for e in retried + failed { removeTemporaries(of: e) }
         DaemonMetrics.shared.crashRecoveries.increment(by: Int64(retried.count + failed.count))
@@ -125,7 +130,38 @@ final class JobLife: Sendable {
                 log.error("cannot move failed input", metadata: ["input": "\(e.path)", "error": "\(error)"])
             }
         }
+        settleOrphans(lease: lease)
         return retried
+    }
+
+    /// Jobs finished by a worker killed before it moved the input (between `finish` and
+    /// `setFinalPath`): without this the input waits in the inbox for a rescan (300 s by
+    /// default). The journal hands each row to this worker in one guarded UPDATE
+    /// (JobJournal.takeUnsettled), so two nodes never settle the same row; should this
+    /// process die midway, the row is a dead worker's again and the next taker repeats the
+    /// move, which is safe: InputDisposer.move finishes a half-done link+unlink, and an input
+    /// already gone (the dead worker's move or delete landed) is only recorded, its final
+    /// place unknown (nil).
+    func settleOrphans(lease: Double, limit: Int = 256) {
+        let taken: [JournalEntry]
+        do { taken = try journal.takeUnsettled(worker: worker, lease: lease, limit: limit) } catch {
+            log.error("cannot look for finished jobs left unmoved", metadata: ["error": "\(error)"])
+            return
+        }
+        for e in taken {
+            let input = JobInput(id: e.id, path: e.path, root: e.root, relative: e.relative)
+            do {
+                if e.status == .done, Sys.status(e.path) == nil {
+                    try journal.setFinalPath(id: e.id, nil)
+                } else {
+                    try settle(input, status: e.status, reason: e.error ?? "failed", attempts: e.attempts)
+                }
+                log.notice("moved the input of a job its node finished but did not move (the node stopped)",
+                           metadata: ["input": "\(e.path)", "job": "\(e.id)", "status": "\(e.status.rawValue)"])
+            } catch {
+                log.error("cannot move the input of a finished job", metadata: ["input": "\(e.path)", "error": "\(error)"])
+            }
+        }
     }
 
     /// AtomicFile's temporaries (".NAME.XXXXXX" beside NAME) of a job's outputs: a writer
@@ -149,6 +185,13 @@ final class JobLife: Sendable {
                 log.notice("removed a temporary file of an interrupted write", metadata: ["file": "\(dir)/\(name)", "job": "\(e.id)"])
             }
         }
+    }
+
+    /// SEGD_TEST_CRASH_AFTER_FINISH: dies where a kill -9 leaves a finished job unmoved.
+    private func crashIfHooked(_ input: JobInput) {
+        guard let name = faults.crashAfterFinish, (input.path as NSString).lastPathComponent == name else { return }
+        log.critical("test hook SEGD_TEST_CRASH_AFTER_FINISH: aborting before the input is moved", metadata: ["input": "\(input.path)"])
+        abort()
     }
 
     /// The one place an input is moved after its job, and where it went recorded.

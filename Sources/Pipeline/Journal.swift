@@ -259,6 +259,11 @@ public final class Journal: JobJournal, @unchecked Sendable {
                 CREATE INDEX jobs_file ON jobs(path, size, mtime_ns);
                 """)
         }
+        // v3: settled (JobJournal.takeUnsettled). Existing rows count as settled (default 1):
+        // rows a v2 segd left unmoved are still found by the rescan (JobLife.completeDisposal).
+        m.registerMigration("v3") { db in
+            try db.execute(sql: "ALTER TABLE jobs ADD COLUMN settled INTEGER NOT NULL DEFAULT 1")
+        }
         return m
     }
 
@@ -390,7 +395,7 @@ public final class Journal: JobJournal, @unchecked Sendable {
         try write("finish job \(ticket.id)") { db in
             try db.execute(sql: """
                 UPDATE jobs SET status = ?, error = ?, outputs = ?, timings = ?, batch_size = ?, suspect = 0, finished_at = ?,
-                                lease_until = NULL
+                                lease_until = NULL, settled = 0
                 WHERE id = ? AND claim = ? AND worker = ? AND status = 'processing'
                 """, arguments: [status.rawValue, error, JournalJSON.outputs(outputs), JournalJSON.timings(timings), batchSize,
                                  Self.now, ticket.id, ticket.claim, worker.description])
@@ -400,7 +405,27 @@ public final class Journal: JobJournal, @unchecked Sendable {
 
     public func setFinalPath(id: Int64, _ finalPath: String?) throws {
         try write("record where job \(id)'s input went") { db in
-            try db.execute(sql: "UPDATE jobs SET final_path = ? WHERE id = ?", arguments: [finalPath, id])
+            try db.execute(sql: "UPDATE jobs SET final_path = ?, settled = 1 WHERE id = ?", arguments: [finalPath, id])
+        }
+    }
+
+    /// One process owns the file, so any other worker's unsettled row is a dead process's.
+    /// The UPDATE names the dead worker it takes the row from: a second taker changes nothing.
+    public func takeUnsettled(worker: WorkerID, lease: Double, limit: Int) throws -> [JournalEntry] {
+        try write("take over unsettled jobs") { db in
+            let rows = try StoredEntry.fetchAll(db, sql: """
+                SELECT * FROM jobs WHERE status IN ('done', 'failed') AND settled = 0 AND worker IS NOT NULL AND worker <> ?
+                ORDER BY id LIMIT ?
+                """, arguments: [worker.description, limit]).map(\.entry)
+            var taken: [JournalEntry] = []
+            for var row in rows {
+                try db.execute(sql: "UPDATE jobs SET worker = ? WHERE id = ? AND worker = ? AND settled = 0",
+                               arguments: [worker.description, row.id, row.worker])
+                guard db.changesCount > 0 else { continue }
+                row.worker = worker.description
+                taken.append(row)
+            }
+            return taken
         }
     }
 

@@ -284,6 +284,12 @@ public final class PostgresJournal: JobJournal, @unchecked Sendable {
             FOR EACH ROW WHEN (NEW.status = 'queued' AND NEW.run_after < 1e300) EXECUTE FUNCTION segd_jobs_notify()
             """,
         ],
+        // 2: settled (JobJournal.takeUnsettled); existing rows count as settled (the rescan
+        // still finds any a version-1 node left unmoved).
+        [
+            "ALTER TABLE segd_jobs ADD COLUMN settled BOOLEAN NOT NULL DEFAULT true",
+            "CREATE INDEX segd_jobs_unsettled ON segd_jobs (id) WHERE NOT settled",
+        ],
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -461,7 +467,7 @@ public final class PostgresJournal: JobJournal, @unchecked Sendable {
         let updated = try run("finish job \(ticket.id)", """
             UPDATE segd_jobs SET status = \(status.rawValue), error = \(error), outputs = \(JournalJSON.outputs(outputs)),
                                  timings = \(JournalJSON.timings(timings)), batch_size = \(batchSize), suspect = false,
-                                 finished_at = \(unescaped: Self.now), lease_until = NULL
+                                 finished_at = \(unescaped: Self.now), lease_until = NULL, settled = false
             WHERE id = \(ticket.id) AND claim = \(ticket.claim) AND worker = \(worker.description) AND status = 'processing'
             RETURNING id
             """)
@@ -472,7 +478,27 @@ public final class PostgresJournal: JobJournal, @unchecked Sendable {
     }
 
     public func setFinalPath(id: Int64, _ finalPath: String?) throws {
-        try run("record where job \(id)'s input went", "UPDATE segd_jobs SET final_path = \(finalPath) WHERE id = \(id)")
+        try run("record where job \(id)'s input went",
+                "UPDATE segd_jobs SET final_path = \(finalPath), settled = true WHERE id = \(id)")
+    }
+
+    /// A worker is gone when its node row has not been renewed for `lease` s (or was removed
+    /// by `leave`), the notion that makes its claims' leases lapse. SKIP LOCKED splits rows
+    /// between two nodes running this at once; a row another node took meanwhile is re-checked
+    /// after its lock (READ COMMITTED) and no longer matches, its worker being live.
+    public func takeUnsettled(worker: WorkerID, lease: Double, limit: Int) throws -> [JournalEntry] {
+        try entries(run("take over unsettled jobs", """
+            WITH gone AS (
+                SELECT id FROM segd_jobs AS u
+                WHERE NOT u.settled AND u.status IN ('done', 'failed') AND u.worker IS NOT NULL AND u.worker <> \(worker.description)
+                  AND NOT EXISTS (SELECT 1 FROM segd_nodes AS n
+                                  WHERE n.worker = u.worker AND n.heartbeat_at >= \(unescaped: Self.now) - \(lease))
+                ORDER BY id LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE segd_jobs AS j SET worker = \(worker.description) FROM gone WHERE j.id = gone.id
+            RETURNING j.*
+            """))
     }
 
     public func giveBack(_ tickets: [Ticket], worker: WorkerID, holdFor: Double?) throws {

@@ -62,8 +62,15 @@ final class AppendingFile {
         self.path = path
         let url = URL(fileURLWithPath: path)
         let dir = url.deletingLastPathComponent().path
-        var template = Array((dir + "/." + url.lastPathComponent + ".XXXXXX").utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        let pattern = Array((dir + "/." + url.lastPathComponent + ".XXXXXX").utf8CString)
+        var template = pattern
+        var fd: Int32
+        // mkstemp's open(2) can fail with EINTR (a signal during an open on NFS or FUSE); it
+        // may leave the Xs replaced, so each try starts from the pattern again.
+        repeat {
+            template = pattern
+            fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        } while fd < 0 && errno == EINTR
         guard fd >= 0 else {
             throw ResultsError.io(path: path, operation: "create temporary file", errno: errno)
         }
@@ -98,6 +105,8 @@ final class AppendingFile {
     func commit() throws {
         guard fd >= 0 else { throw ResultsError.writerFinished(path: path) }
         _ = try retryingEINTR(path: temporaryPath, operation: "fsync") { fsync(fd) }
+        // close(2) is never retried: on Linux the descriptor is released even when it reports
+        // EINTR, and a retry could close a descriptor another thread just opened.
         let closed = close(fd)
         fd = -1
         guard closed == 0 else {
@@ -111,9 +120,11 @@ final class AppendingFile {
             throw ResultsError.io(path: path, operation: "rename", errno: e)
         }
         let dir = (path as NSString).deletingLastPathComponent
-        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        var dfd: Int32
+        repeat { dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) } while dfd < 0 && errno == EINTR
         if dfd >= 0 {
-            _ = fsync(dfd)  // best effort: some file systems refuse fsync on directories
+            // Best effort: some file systems refuse fsync on directories; EINTR is retried.
+            while fsync(dfd) != 0 && errno == EINTR {}
             close(dfd)
         }
     }

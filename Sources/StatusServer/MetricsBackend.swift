@@ -69,6 +69,10 @@ final class ScrapeGauges: @unchecked Sendable {
     /// CPU seconds already added to process_cpu_seconds_total (a counter: it only grows).
     private let cpuLock = NSLock()
     private var cpuCounted = 0.0
+    /// The segd_model_info series last set: a reload to another model removes it, or the old
+    /// model would still read 1 beside the new one.
+    private let modelLock = NSLock()
+    private var modelSeries: (labels: [String], gauge: Prometheus.Gauge)?
 
     init(registry: PrometheusCollectorRegistry) { self.registry = registry }
 
@@ -88,7 +92,13 @@ final class ScrapeGauges: @unchecked Sendable {
         gauge("segd_ready").set(to: s.ready ? 1 : 0)
         gauge("segd_healthy").set(to: s.healthProblem == nil ? 1 : 0)
         if let m = s.model {
-            gauge("segd_model_info", [("name", m.name), ("backbone", m.backbone), ("precision", m.precision)]).set(to: 1)
+            let labels = [("name", m.name), ("backbone", m.backbone), ("precision", m.precision)]
+            modelLock.withLock {
+                if let old = modelSeries, old.labels != labels.map(\.1) { registry.unregisterGauge(old.gauge) }
+                let g = gauge("segd_model_info", labels)
+                g.set(to: 1)
+                modelSeries = (labels.map(\.1), g)
+            }
         }
         gauge("segd_build_info", [("version", build.version), ("swift", build.swift)]).set(to: 1)
         let p = ProcessStats.read()

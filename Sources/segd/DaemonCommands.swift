@@ -73,7 +73,8 @@ func faultsFromEnvironment() -> FaultHook {
     let env = ProcessInfo.processInfo.environment
     return FaultHook(crashOnDecode: env["SEGD_TEST_CRASH_ON"], hangOnDecode: env["SEGD_TEST_HANG_ON"],
                      inotifyError: env["SEGD_TEST_INOTIFY_ERROR"].map { $0 == "EMFILE" ? EMFILE : ENOSPC },
-                     unwatchable: env["SEGD_TEST_UNWATCHABLE"], decodeDelayMs: env["SEGD_TEST_DECODE_DELAY_MS"].flatMap { Int($0) })
+                     unwatchable: env["SEGD_TEST_UNWATCHABLE"], decodeDelayMs: env["SEGD_TEST_DECODE_DELAY_MS"].flatMap { Int($0) },
+                     crashAfterFinish: env["SEGD_TEST_CRASH_AFTER_FINISH"], holdReadyUntil: env["SEGD_TEST_HOLD_READY_UNTIL"])
 }
 
 struct Status: ParsableCommand {

@@ -21,15 +21,18 @@ enum DaemonFixture {
     /// The tiny reference model with fewer proposals and detections in its metadata, so a
     /// debug build segments a small image in tens of milliseconds (the box and mask heads
     /// scale with proposals: 1000 → 20 cuts them ~50×).
-    static let fastWeights: String = {
+    static let fastWeights: String = weights(metadata: ["rpn_pre_nms_top_n_test": "100", "rpn_post_nms_top_n_test": "20",
+                                                        "box_detections_per_img": "5"], as: "fast.safetensors")
+
+    /// The tiny reference model with `metadata` merged into its safetensors header, written
+    /// to `name` in this process's temporary folder.
+    static func weights(metadata: [String: String], as name: String) -> String {
         let src = repoRoot + "/Tests/MaskRCNNTests/Fixtures/tiny/weights.safetensors"
         let data = try! Data(contentsOf: URL(fileURLWithPath: src))
         let n = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
         var header = try! JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) as! [String: Any]
         var meta = header["__metadata__"] as? [String: String] ?? [:]
-        meta["rpn_pre_nms_top_n_test"] = "100"
-        meta["rpn_post_nms_top_n_test"] = "20"
-        meta["box_detections_per_img"] = "5"
+        meta.merge(metadata) { $1 }
         header["__metadata__"] = meta
         var h = try! JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while h.count % 8 != 0 { h.append(0x20) }
@@ -38,10 +41,10 @@ enum DaemonFixture {
         out.append(data.subdata(in: (8 + n)..<data.count))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("segd-daemon-tests-\(getpid())")
         try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let path = dir.appendingPathComponent("fast.safetensors").path
+        let path = dir.appendingPathComponent(name).path
         try! out.write(to: URL(fileURLWithPath: path))
         return path
-    }()
+    }
 
     /// A small image whose pixels depend on `seed`: every seed is different content (the
     /// journal would otherwise recognize duplicates and skip them).

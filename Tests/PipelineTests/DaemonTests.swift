@@ -161,6 +161,29 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(second.waitForExit(timeout: 20)?.status, 0)
     }
 
+    /// Killed after the journal recorded the job done and before the input was moved: the
+    /// next process settles it at start-up crash recovery (JobLife.settleOrphans), not by a
+    /// rescan (set to an hour here), and records where it went.
+    func testInputOfAJobFinishedByAKilledProcessIsMovedAtRecovery() throws {
+        let ws = try DaemonWorkspace(self)
+        try ws.writeConfig(inputs: "rescan_interval_s: 3600")
+        try ws.put(DaemonFixture.png(seed: 30_500), "late.png", oldMtime: true)
+        let first = try SegdDaemon(ws, environment: ["SEGD_TEST_CRASH_AFTER_FINISH": "late.png", "SWIFT_BACKTRACE": "enable=no"],
+                                   logName: "killed")
+        XCTAssertEqual(first.waitForExit(timeout: 60)?.reason, .uncaughtSignal, first.log)
+        let row = try XCTUnwrap(try ws.journal().first)
+        XCTAssertEqual(row.status, .done)
+        XCTAssertNil(row.finalPath)
+        XCTAssertEqual(ws.files(ws.inbox), ["late.png"], "killed before the move")
+        let second = try SegdDaemon(ws, logName: "recovered")
+        XCTAssertTrue(waitUntil(timeout: 30) { ws.files(ws.done) == ["late.png"] }, second.log)
+        XCTAssertTrue(waitUntil(timeout: 10) { (try? ws.journal().first?.finalPath) == ws.done + "/late.png" }, second.log)
+        XCTAssertTrue(second.log.contains("moved the input of a job its node finished but did not move"), second.log)
+        XCTAssertEqual(ws.files(ws.inbox), [])
+        second.send(SIGTERM)
+        XCTAssertEqual(second.waitForExit(timeout: 20)?.status, 0)
+    }
+
     func testInputThatCrashesDecodingEndsInFailedAfterMaxCrashes() throws {
         let ws = try DaemonWorkspace(self)
         try ws.writeConfig(service: "status_interval_s: 1\n  max_crashes: 3")

@@ -229,6 +229,46 @@ final class JournalContractTests: XCTestCase {
         }
     }
 
+    /// Worker A finishes two jobs (done, failed) and dies before recording where their inputs
+    /// went; a third, settled job and a fourth still processing are not A's leftovers. While
+    /// A is live (shared: heartbeat within the lease) nobody takes them; once it is gone, B
+    /// takes exactly the two, a second taker gets nothing while B is live, and after B
+    /// records the final paths nobody takes them again.
+    func testUnsettledJobsOfADeadWorkerAreTakenOnce() throws {
+        for (kind, j) in try journals() {
+            let shared = j.isShared
+            let ids = try (0..<4).map { queuedID(try j.admit(input("u\($0).png")), kind) }
+            try j.heartbeat(worker: a, lease: 0.5, report: NodeReport())
+            let claimed = try j.claim(max: 4, worker: a, lease: 0.5)
+            XCTAssertEqual(claimed.count, 4, kind)
+            for (n, e) in claimed.prefix(3).enumerated() {
+                XCTAssertTrue(try j.begin(e.ticket, worker: a), kind)
+                XCTAssertTrue(try j.finish(e.ticket, worker: a, status: n == 1 ? .failed : .done, error: n == 1 ? "bad" : nil,
+                                           outputs: [], timings: [:], batchSize: 1), kind)
+            }
+            try j.setFinalPath(id: ids[2], "/done/u2.png")
+            XCTAssertEqual(try j.takeUnsettled(worker: a, lease: 0.5, limit: 10), [], "\(kind): never one's own")
+            if shared {
+                XCTAssertEqual(try j.takeUnsettled(worker: b, lease: 0.5, limit: 10), [], "\(kind): A is live")
+                Thread.sleep(forTimeInterval: 0.8)
+                try j.heartbeat(worker: b, lease: 30, report: NodeReport())
+            }
+            let taken = try j.takeUnsettled(worker: b, lease: 0.5, limit: 10)
+            XCTAssertEqual(taken.map(\.id), [ids[0], ids[1]], kind)
+            XCTAssertEqual(taken.map(\.status), [.done, .failed], kind)
+            XCTAssertEqual(try j.entry(id: ids[0])?.worker, b.description, kind)
+            let c = WorkerID(host: "node-c", pid: 3, tag: "c")
+            if shared {
+                XCTAssertEqual(try j.takeUnsettled(worker: c, lease: 0.5, limit: 10), [], "\(kind): taken by live B")
+            }
+            for e in taken { try j.setFinalPath(id: e.id, "/moved/\(e.id)") }
+            if shared { try j.leave(worker: b) }
+            XCTAssertEqual(try j.takeUnsettled(worker: c, lease: 0.5, limit: 10), [], "\(kind): settled")
+            XCTAssertEqual(try j.entry(id: ids[0])?.finalPath, "/moved/\(ids[0])", kind)
+            XCTAssertEqual(try j.entry(id: ids[3])?.status, .processing, kind)
+        }
+    }
+
     /// A clean stop's unfinished jobs and a vanished input.
     func testVanishedAndQueuedListing() throws {
         for (kind, j) in try journals() {

@@ -177,7 +177,6 @@ final class StatusServerTests: XCTestCase {
         let a = try socketConfig(ws, service: "status_interval_s: 1\n  stall_timeout_s: 1")
         let d = try SegdDaemon(ws, environment: ["SEGD_TEST_HANG_ON": "stuck.png"])
         XCTAssertTrue(d.waitForLog("ready"), d.log)
-        XCTAssertEqual(try get(a, "/healthz").status, 200)
         try ws.put(DaemonFixture.png(seed: 18_100), "stuck.png")
         XCTAssertTrue(d.waitForLog("SEGD_TEST_HANG_ON"), d.log)
         var r = try get(a, "/healthz")
@@ -274,6 +273,53 @@ final class StatusServerTests: XCTestCase {
         XCTAssertEqual(m.value("segd_inference_request_success"), 1, "the duplicate is not run")
         d.send(SIGKILL)
         _ = d.waitForExit(timeout: 5)
+    }
+
+    /// A SIGHUP that loads another model: segd_model_info names the new one only (the old
+    /// series would otherwise still read 1 beside it).
+    func testModelInfoFollowsAReloadedModel() throws {
+        let ws = try DaemonWorkspace(self)
+        let sock = ws.root + "/http.sock"
+        try ws.writeConfig(service: "status_interval_s: 1\n  http_listen: [\"unix:\(sock)\"]")
+        let a = ListenAddress.unix(sock)
+        let d = try SegdDaemon(ws, logName: "reload-model")
+        XCTAssertTrue(d.waitForLog("ready"), d.log)
+        func names() -> [String: Double] {
+            var out: [String: Double] = [:]
+            for s in samples((try? self.get(a, "/metrics").text) ?? "") where s.name == "segd_model_info" { out[s.labels["name"] ?? ""] = s.value }
+            return out
+        }
+        let first = names()
+        XCTAssertEqual(first.count, 1, "\(first)")
+        let other = DaemonFixture.weights(metadata: ["rpn_pre_nms_top_n_test": "100", "rpn_post_nms_top_n_test": "20",
+                                                     "box_detections_per_img": "5", "name": "renamed-tiny"], as: "renamed.safetensors")
+        let text = try String(contentsOfFile: ws.configPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "weights: \(DaemonFixture.fastWeights)", with: "weights: \(other)")
+            .write(toFile: ws.configPath, atomically: true, encoding: .utf8)
+        d.send(SIGHUP)
+        XCTAssertTrue(d.waitForLog("configuration reloaded"), d.log)
+        var now: [String: Double] = [:]
+        XCTAssertTrue(waitUntil(timeout: 10) { now = names(); return now == ["renamed-tiny": 1] }, "\(now)")
+        d.send(SIGTERM)
+        XCTAssertEqual(d.waitForExit(timeout: 20)?.status, 0)
+    }
+
+    /// /readyz is 503 while the initial scan is not done (held by SEGD_TEST_HOLD_READY_UNTIL)
+    /// and 200 once it is.
+    func testReadyzIs503UntilTheInitialScanIsDone() throws {
+        let ws = try DaemonWorkspace(self)
+        let a = try socketConfig(ws)
+        let go = ws.root + "/scan-done"
+        let d = try SegdDaemon(ws, environment: ["SEGD_TEST_HOLD_READY_UNTIL": go], logName: "readyz")
+        var first: HTTPReply?
+        XCTAssertTrue(waitUntil(timeout: 30) { first = try? self.get(a, "/readyz"); return first != nil }, d.log)
+        XCTAssertEqual(first?.status, 503, d.log)
+        Thread.sleep(forTimeInterval: 1)
+        XCTAssertEqual(try get(a, "/readyz").status, 503, "still held")
+        FileManager.default.createFile(atPath: go, contents: Data())
+        XCTAssertTrue(waitUntil(timeout: 10) { (try? self.get(a, "/readyz"))?.status == 200 }, d.log)
+        d.send(SIGTERM)
+        XCTAssertEqual(d.waitForExit(timeout: 20)?.status, 0)
     }
 
     func testHTTPListenConfiguration() throws {
