@@ -76,23 +76,27 @@ enum PrecisionChoice {
     static func model(candidates: [ResolvedPrecision], modelID: String, decisions: PrecisionDecisions?,
                       build: (ResolvedPrecision) throws -> MaskRCNN) throws -> MaskRCNN {
         guard candidates.count > 1 else { return try build(candidates[0]) }
-        let first = try build(candidates[0])
-        let (h, w) = first.resizedSize(height: probeHeight, width: probeWidth)
+        // One candidate alive at a time: R50 in both at once peaked at 648 MiB on the first
+        // start (both weight sets beside one's activations), over the 0.6 GB budget.
+        var probe: MaskRCNN? = try build(candidates[0])
+        let (h, w) = probe!.resizedSize(height: probeHeight, width: probeWidth)
         let key = [
             "cpu=\(cpuModelName)", "isa=\(Device.cpu.isa)", "onednn=\(Device.oneDNNVersion)",
             "threads=\(ProcessInfo.processInfo.activeProcessorCount)", "model=\(modelID)",
-            "input=\(h)x\(w)", "detections=\(first.config.box.detectionsPerImage)",
+            "input=\(h)x\(w)", "detections=\(probe!.config.box.detectionsPerImage)",
         ].joined(separator: " ")
         if let d = decisions?.lookup(key), let chosen = candidates.first(where: { $0.name == d.choice }) {
-            let model = chosen == candidates[0] ? first : try build(chosen)
-            model.explainPrecision("auto: \(summary(d, against: candidates.map(\.name))), measured on this CPU on \(d.measured.prefix(10)); kept in \(decisions!.path)")
-            return model
+            if chosen != candidates[0] { probe = nil; probe = try build(chosen) }
+            probe!.explainPrecision("auto: \(summary(d, against: candidates.map(\.name))), measured on this CPU on \(d.measured.prefix(10)); kept in \(decisions!.path)")
+            return probe!
         }
-        // Every candidate built before any is timed, so each run sees the same memory state;
-        // the R50 pair holds 255 MiB of weights (bf16 + fp32) until the loser is dropped.
-        var models = [first] + (try candidates.dropFirst().map(build))
-        let seconds = try measure(models)
+        var seconds: [Double] = []
+        for (i, c) in candidates.enumerated() {
+            if i > 0 { probe = nil; probe = try build(c) }
+            seconds.append(try measure(probe!))
+        }
         let best = seconds.indices.min { seconds[$0] < seconds[$1] }!
+        if best != candidates.count - 1 { probe = nil; probe = try build(candidates[best]) }
         let decision = PrecisionDecisions.Decision(
             choice: candidates[best].name,
             seconds: Dictionary(uniqueKeysWithValues: zip(candidates.map(\.name), seconds)),
@@ -101,10 +105,8 @@ enum PrecisionChoice {
         if let decisions {
             do { try decisions.store(key, decision) } catch { why += "; not kept (\(error))" }
         }
-        let winner = models[best]
-        models.removeAll()
-        winner.explainPrecision(why)
-        return winner
+        probe!.explainPrecision(why)
+        return probe!
     }
 
     /// "bf16, 1.43 s against fp32's 2.90 s for a 800×1066 input (oneDNN ISA avx512_core_bf16)".
@@ -115,26 +117,24 @@ enum PrecisionChoice {
         return "\(d.choice), \(s(d.choice)) against \(others) for a \(size) input (oneDNN ISA \(Device.cpu.isa))"
     }
 
-    /// Seconds for one probe image in each model: every model once to create its primitives,
-    /// fp32 a second time (measured winograd times direct on a layer's first call at a size
-    /// and winograd on its second), then each once more, timed. The box score threshold is
-    /// 0 while probing, so the mask head runs on `detectionsPerImage` detections whatever
-    /// the image: the cost of a busy scene, not of an empty one.
-    static func measure(_ models: [MaskRCNN]) throws -> [Double] {
+    /// Seconds for one probe image: once to create the primitives, fp32 a second time
+    /// (measured winograd times direct on a layer's first call at a size and winograd on its
+    /// second), then once more, timed. The box score threshold is 0 meanwhile, so the mask
+    /// head runs on `detectionsPerImage` detections whatever the image: the cost of a busy
+    /// scene, not of an empty one.
+    static func measure(_ m: MaskRCNN) throws -> Double {
         // A fixed pseudo-random pattern (Knuth's multiplicative hash): its values do not
         // matter, only that every run times the same image.
         let rgb = (0..<(probeWidth * probeHeight * 3)).map { UInt8(truncatingIfNeeded: (UInt32($0) &* 2_654_435_761) >> 24) }
         let image = ModelImage(width: probeWidth, height: probeHeight, rgb: rgb)
-        let thresholds = models.map(\.config.box.scoreThreshold)
-        for m in models { m.setInferenceOptions(scoreThreshold: 0) }
-        defer { for (m, t) in zip(models, thresholds) { m.setInferenceOptions(scoreThreshold: t) } }
-        for m in models { _ = try m([image]) }
-        for m in models where m.precision.dtype == .f32 { _ = try m([image]) }
-        return try models.map { m in
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            _ = try m([image])
-            return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        }
+        let threshold = m.config.box.scoreThreshold
+        m.setInferenceOptions(scoreThreshold: 0)
+        defer { m.setInferenceOptions(scoreThreshold: threshold) }
+        _ = try m([image])
+        if m.precision.dtype == .f32 { _ = try m([image]) }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        _ = try m([image])
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     }
 
     /// /proc/cpuinfo's first "model name" (part of the key: a VM moved to another host

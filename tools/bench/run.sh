@@ -9,8 +9,8 @@
 # peers); without it only segd is measured. SEGD: the segd binary (default
 # .build/release/segd). Workload files go to .bench/.
 #
-# W1 runs, one after another: segd fp32, segd with the default precision (auto: bf16 where
-# the CPU computes it natively), torchvision f32 and bf16 autocast, OpenVINO f32 and its
+# W1 runs, one after another: segd fp32, segd with the default precision (auto: the faster
+# of bf16 and fp32, measured, where the CPU computes bf16 natively), torchvision f32 and bf16 autocast, OpenVINO f32 and its
 # default (bf16 on AMX), each 2 threads, median s/image over 6 images × 2 passes after a
 # warm-up, and prints each one's speed against torchvision f32 and OpenVINO.
 set -euo pipefail
