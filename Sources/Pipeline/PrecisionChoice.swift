@@ -11,7 +11,7 @@ import MaskRCNN
 import Results
 import Tensor
 
-/// auto's decisions, one per (CPU, oneDNN, threads, model file, input size), in a small
+/// auto's decisions, one per (CPU, oneDNN, threads, model file, size settings), in a small
 /// JSON file: the daemon's in `state_directory`, the CLI's in the user's cache folder. A
 /// decision is measured again only when its key changes (another CPU, a new model file, a
 /// moved VM) or the file is deleted.
@@ -72,29 +72,31 @@ enum PrecisionChoice {
 
     /// The model in the one candidate precision, or auto's measured choice between two.
     /// `build` makes the model in a precision (with the run's settings applied); `modelID`
-    /// identifies the weights file (its SHA-256).
-    static func model(candidates: [ResolvedPrecision], modelID: String, decisions: PrecisionDecisions?,
+    /// identifies the weights file (its SHA-256, which covers the metadata that may set the
+    /// model's sizes) and `request` the settings that change its work (sizes, detections),
+    /// so a kept decision is found before any model is built and only the chosen one is.
+    static func model(candidates: [ResolvedPrecision], modelID: String, request: String, decisions: PrecisionDecisions?,
                       build: (ResolvedPrecision) throws -> MaskRCNN) throws -> MaskRCNN {
         guard candidates.count > 1 else { return try build(candidates[0]) }
-        // One candidate alive at a time: R50 in both at once peaked at 648 MiB on the first
-        // start (both weight sets beside one's activations), over the 0.6 GB budget.
-        var probe: MaskRCNN? = try build(candidates[0])
-        let (h, w) = probe!.resizedSize(height: probeHeight, width: probeWidth)
         let key = [
             "cpu=\(cpuModelName)", "isa=\(Device.cpu.isa)", "onednn=\(Device.oneDNNVersion)",
-            "threads=\(ProcessInfo.processInfo.activeProcessorCount)", "model=\(modelID)",
-            "input=\(h)x\(w)", "detections=\(probe!.config.box.detectionsPerImage)",
+            "threads=\(ProcessInfo.processInfo.activeProcessorCount)", "model=\(modelID)", request,
         ].joined(separator: " ")
         if let d = decisions?.lookup(key), let chosen = candidates.first(where: { $0.name == d.choice }) {
-            if chosen != candidates[0] { probe = nil; probe = try build(chosen) }
-            probe!.explainPrecision("auto: \(summary(d, against: candidates.map(\.name))), measured on this CPU on \(d.measured.prefix(10)); kept in \(decisions!.path)")
-            return probe!
+            let model = try build(chosen)
+            model.explainPrecision("auto: \(summary(d, against: candidates.map(\.name))), measured on this CPU on \(d.measured.prefix(10)); kept in \(decisions!.path)")
+            return model
         }
+        // One candidate alive at a time: R50 in both at once peaked at 648 MiB on the first
+        // start (both weight sets beside one's activations), over the 0.6 GB budget.
+        var probe: MaskRCNN?
         var seconds: [Double] = []
-        for (i, c) in candidates.enumerated() {
-            if i > 0 { probe = nil; probe = try build(c) }
+        for c in candidates {
+            probe = nil
+            probe = try build(c)
             seconds.append(try measure(probe!))
         }
+        let (h, w) = probe!.resizedSize(height: probeHeight, width: probeWidth)
         let best = seconds.indices.min { seconds[$0] < seconds[$1] }!
         if best != candidates.count - 1 { probe = nil; probe = try build(candidates[best]) }
         let decision = PrecisionDecisions.Decision(

@@ -36,8 +36,10 @@ public final class Segmenter: @unchecked Sendable {
         if let v = s.maxSize { base.maxSize = v }
         let names = try s.labels.map { try ClassNames(contentsOf: $0) }
         let sha256 = try FileHash.sha256(fileAt: path)
+        func given(_ v: Int?) -> String { v.map(String.init) ?? "file" }
+        let request = "min_size=\(given(s.minSize)) max_size=\(given(s.maxSize)) detections=\(given(s.maxDetections))"
         let model = try PrecisionChoice.model(candidates: s.precision.candidates(on: Device.cpu.isa), modelID: sha256,
-                                              decisions: s.precisionDecisions.map(PrecisionDecisions.init(path:))) { precision in
+                                              request: request, decisions: s.precisionDecisions.map(PrecisionDecisions.init(path:))) { precision in
             let model = try MaskRCNN(contentsOf: path, config: base, frozenBNEpsilon: s.frozenBNEpsilon, precision: precision, classNames: names)
             // The file's metadata may set sizes; explicit settings win over it.
             model.setInferenceOptions(scoreThreshold: s.scoreThreshold, detectionsPerImage: s.maxDetections, maskThreshold: s.maskThreshold)
