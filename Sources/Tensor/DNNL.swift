@@ -72,13 +72,7 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     private let lock = NSLock()
 
     private init() throws {
-        // Tensors of 4 MB and more (feature maps, weights) get their own mmap and go back
-        // to the system when freed. glibc's default threshold adapts upwards after the
-        // first large free and then serves them from a heap that never shrinks: RSS grew
-        // image after image in long batch runs.
-        // (mallopt is not in Swift's Glibc module; M_MMAP_THRESHOLD is -3 in malloc.h.)
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        if let sym = dlsym(nil, "mallopt") { _ = unsafeBitCast(sym, to: Mallopt.self)(-3, 4 << 20) }
+        HostMemory.configure()
         var e: dnnl_engine_t?
         try check(dnnl_engine_create(&e, dnnl_cpu, 0), "dnnl_engine_create")
         handle = e!
@@ -187,9 +181,10 @@ final class Primitive: @unchecked Sendable {
         // threads change between calls, and a primitive executed on another thread found a
         // null scratchpad (memset(NULL) in convolutions, segd batch, OMP_NUM_THREADS=1).
         var scratchpad: UnsafeMutableRawPointer?
-        defer { free(scratchpad) }
+        defer { HostMemory.free(scratchpad) }
         if scratchpadBytes > 0 {
-            guard posix_memalign(&scratchpad, 64, scratchpadBytes) == 0, scratchpad != nil else {
+            scratchpad = HostMemory.allocate(scratchpadBytes)
+            guard scratchpad != nil else {
                 throw TensorError.dnnl(status: dnnl_out_of_memory, call: "scratchpad", context: "\(scratchpadBytes) bytes")
             }
             var m: dnnl_memory_t?

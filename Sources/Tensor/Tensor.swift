@@ -28,8 +28,7 @@ public final class Tensor: @unchecked Sendable {
         dtype = MD.dtype(of: desc)
         base = nil
         byteCount = max(MD.size(desc), 4)
-        var p: UnsafeMutableRawPointer?
-        guard posix_memalign(&p, 64, byteCount) == 0, let p else {
+        guard let p = HostMemory.allocate(byteCount) else {
             fatalError("Tensor: cannot allocate \(byteCount) bytes for shape \(shape)")
         }
         data = p
@@ -67,7 +66,7 @@ public final class Tensor: @unchecked Sendable {
         byteCount = base.byteCount
     }
 
-    deinit { if base == nil { free(data) } }
+    deinit { if base == nil { HostMemory.free(data) } }
 
     public var count: Int { shape.reduce(1, *) }
 
@@ -286,8 +285,11 @@ final class WeightCopy: @unchecked Sendable {
         }
     }
 
-    /// A temporary plain f32 copy (the source of a transform segd computes itself).
-    func plainCopy() throws -> Tensor { try lock.withLock { try plainF32() } }
+    /// A temporary f32 copy in the plain layout `tag` (the source of a transform segd
+    /// computes itself).
+    func copy(tag: dnnl_format_tag_t) throws -> Tensor {
+        try lock.withLock { try tensor.copy(to: MD.make(tensor.shape, tag, .f32)) }
+    }
 
     private func plainF32() throws -> Tensor {
         try tensor.copy(to: MD.make(tensor.shape, MD.plainTag(tensor.shape.count), .f32))

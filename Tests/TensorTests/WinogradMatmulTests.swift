@@ -44,10 +44,11 @@ final class WinogradMatmulTests: XCTestCase {
 
     func own(_ g: ConvGeometry, _ weights: [Float], _ bias: [Float], relu: Bool, _ x: Tensor, residual: [Float]?) throws -> Tensor {
         let wm = WinogradMatmul(g, bias: Tensor(shape: [g.outChannels], values: bias), relu: relu, device: .cpu)
-        let plain = { Tensor(shape: [g.outChannels, g.inChannels, 3, 3], values: weights) }
+        let plain = Tensor(shape: [g.outChannels, g.inChannels, 3, 3], values: weights)
         let out = [x.shape[0], g.outChannels, g.outputSize(x.shape[2]), g.outputSize(x.shape[3])]
-        try wm.prepare(for: x.shape, plainWeights: plain)
-        return try wm(x, adding: residual.map { Tensor(shape: out, values: $0) }, plainWeights: plain)
+        try wm.prepare(for: x.shape)
+        return try wm(x, adding: residual.map { Tensor(shape: out, values: $0) },
+                      weights: plain.copy(to: MD.make(plain.shape, WinogradMatmul.weightTag)))
     }
 
     /// Each layout it reads (channels-last, 8- and 16-channel blocks), sizes that are not

@@ -124,8 +124,7 @@ public final class Conv2d: @unchecked Sendable {
     /// deconvolution took 3.2 s for the mask head's 100×256×14×14 input on this
     /// machine; the 1×1 convolution does the same 5.1 G multiply-adds at the direct rate.
     private let pointwise: Conv2d?
-    /// The layer's own-winograd form, made when first tried and dropped once every spatial
-    /// size measured so far chose another algorithm (its weights are 4× the layer's).
+    /// The layer's own-winograd form (its matmul primitives), made when first tried.
     private var ownWinograd: WinogradMatmul?
     private let ownWinogradLock = NSLock()
 
@@ -176,7 +175,7 @@ public final class Conv2d: @unchecked Sendable {
             : [inShape[0], g.outChannels, g.outputSize(inShape[2]), g.outputSize(inShape[3])]
     }
 
-    /// Winograd trades memory for multiplies: its transformed weights are 4× the layer's
+    /// oneDNN's winograd trades memory for multiplies: its transformed weights are 4× the layer's
     /// (kept beside the direct copy) and its scratchpad holds the transformed input and
     /// output tiles (2.25× each). Unbounded, R50 at 800×1216 peaked at 1.16 GB against
     /// 0.56 GB direct (Zen 4), most of it for P2's FPN and RPN convolutions, the mask head
@@ -187,16 +186,10 @@ public final class Conv2d: @unchecked Sendable {
     static let winogradScratchpadBudget = 24 << 20
     static let winogradWeightBudget = 12 << 20
 
-    /// segd's winograd is measured only for layers that produce at least this many output
-    /// pixels per call: its transformed weights are 4× the layer's and kept beside them, and
-    /// smaller layers save too little for the memory (R50 on AVX2 with every eligible layer
-    /// transformed: +151 MB peak RSS, mostly layer3's 50×76 maps, each 4.5 GFLOP a call).
-    static let ownWinogradMinimumOutput = 1 << 14
-
     /// The algorithms that can compute this layer for input `x` with output `outputType`:
     /// winograd for 3×3, stride-1, undilated, ungrouped f32 layers only (oneDNN 2.6 has no
     /// bf16 winograd): oneDNN's where the CPU has AVX-512, else segd's own for layers with
-    /// channels in multiples of 8, within the transformed-weight budget, large enough to pay.
+    /// channels in multiples of 8.
     private func candidates(_ x: Tensor, _ outputType: DType) -> [ConvAlgorithm] {
         let g = geometry
         let policy = device.winograd
@@ -204,14 +197,8 @@ public final class Conv2d: @unchecked Sendable {
               outputType == .f32, policy != .off else { return [.direct] }
         let own = WinogradMatmul.eligible(g)
         switch policy {
-        case .own:
+        case .own, .always where !device.isa.hasAVX512, .measured where !device.isa.hasAVX512:
             return own ? [.direct, .winogradMatmul] : [.direct]
-        case .always where !device.isa.hasAVX512:
-            return own ? [.direct, .winogradMatmul] : [.direct]
-        case .measured where !device.isa.hasAVX512:
-            let output = x.shape[0] * g.outputSize(x.shape[2]) * g.outputSize(x.shape[3])
-            return own && WinogradMatmul.transformedBytes(g) <= Self.winogradWeightBudget
-                && output >= Self.ownWinogradMinimumOutput ? [.direct, .winogradMatmul] : [.direct]
         default:
             return [.direct, .winograd]
         }
@@ -293,13 +280,6 @@ public final class Conv2d: @unchecked Sendable {
         }
     }
 
-    /// Frees the own-winograd form once every measured size chose another algorithm.
-    private func releaseOwnWinogradIfUnused() {
-        let decided = choices.values.map(\.decided)
-        guard !decided.contains(where: { $0 == nil || $0 == .winogradMatmul }) else { return }
-        ownWinogradLock.withLock { ownWinograd = nil }
-    }
-
     /// The algorithm this layer settled on for inputs of spatial size h×w (nil while
     /// undecided or when the layer is not a winograd candidate).
     public func algorithm(height h: Int, width w: Int, residual: Bool = false) -> ConvAlgorithm? {
@@ -337,12 +317,10 @@ public final class Conv2d: @unchecked Sendable {
         var (algorithm, choice) = chooseAlgorithm(for: x, sum: residual != nil, outputType: outputType)
         if algorithm == .winogradMatmul {
             let own = winogradMatmul()
-            let plainWeights = { try self.weight.plainCopy() }
-            try own.prepare(for: x.shape, plainWeights: plainWeights)
+            try own.prepare(for: x.shape)
             let start = DispatchTime.now().uptimeNanoseconds
-            let y = try own(x, adding: residual, plainWeights: plainWeights)
+            let y = try own(x, adding: residual, weights: weight.copy(tag: WinogradMatmul.weightTag))
             choice?.record(.winogradMatmul, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(max(x.shape[0], 1)))
-            if choice?.decided != nil { releaseOwnWinogradIfUnused() }
             return y
         }
         let p = try oneDNNPlan(for: x, sum: residual != nil, outputType: outputType, algorithm: algorithm, choice: choice)
@@ -363,7 +341,6 @@ public final class Conv2d: @unchecked Sendable {
         try p.primitive.execute(args)
         // Per image: the mask head's batch (N = detections) changes from call to call.
         choice?.record(algorithm, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(max(x.shape[0], 1)))
-        if choice?.decided != nil, ownWinogradLock.withLock({ ownWinograd != nil }) { releaseOwnWinogradIfUnused() }
         return dst
     }
 

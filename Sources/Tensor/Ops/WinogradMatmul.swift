@@ -14,29 +14,32 @@
 import CDNNL
 import Foundation
 
-/// One layer's winograd form: its transformed weights and, per tile-block size, the
-/// batched matmul.
+/// One layer's winograd form: per tile-block size, the batched matmul. The transformed
+/// weights U are made afresh on every call, from the layer's own weights, and freed after
+/// it: kept, they are 4× the layer's (9.4 MB for a 256-channel layer, 38 MB for a 512 one;
+/// R50's eligible layers together 240 MB, peak RSS 727 MB against 486 MB direct), while
+/// making them costs a read of the 3×3 weights and a write of U, about 1 ms for 256×256
+/// on 2 cores, against the 12 ms winograd saves on the smallest backbone map it runs on
+/// (256 channels, 50×76) — measured on a 2-core AVX2 EPYC (Zen 3).
 final class WinogradMatmul: @unchecked Sendable {
     let geometry: ConvGeometry
     let relu: Bool
     let device: Device
-    /// U: 36 × C × O in the matmul's weight layout.
-    private var transformed: Tensor?
     private let bias: [Float]
     private let matmuls = PrimitiveCache<Primitive>()
-    private let lock = NSLock()
 
     /// Tiles per matmul: the transformed input of one block (36 × tiles × C floats) and its
-    /// products (36 × tiles × O) are the memory this algorithm adds, bounded here.
+    /// products (36 × tiles × O) are the memory this algorithm adds beside U, bounded here.
     static let blockBudget = 4 << 20
+
+    /// The weights' layout `callAsFunction` reads: C × 3 × 3 × O (`ihwo`), so that eight
+    /// output channels of one tap are one SIMD8 load.
+    static let weightTag = dnnl_ihwo
 
     static func eligible(_ g: ConvGeometry) -> Bool {
         g.kernel == 3 && g.stride == 1 && g.dilation == 1 && g.groups == 1 && g.padding <= 2
             && g.inChannels % 8 == 0 && g.outChannels % 8 == 0
     }
-
-    /// The transformed weights' size, 4× the 3×3 weights'.
-    static func transformedBytes(_ g: ConvGeometry) -> Int { 36 * g.inChannels * g.outChannels * 4 }
 
     init(_ g: ConvGeometry, bias: Tensor?, relu: Bool, device: Device) {
         precondition(Self.eligible(g), "WinogradMatmul: \(g) is not a 3×3 stride-1 layer with channels in multiples of 8")
@@ -48,55 +51,60 @@ final class WinogradMatmul: @unchecked Sendable {
 
     // MARK: Weight transform
 
-    /// U = G g Gᵀ for every (c, o), computed in double, as 36 × C × O plain f32.
-    static func transformWeights(_ plain: UnsafeBufferPointer<Float>, _ g: ConvGeometry) -> [Float] {
-        let G: [[Double]] = [[1.0 / 4, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
-                             [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]]
-        let C = g.inChannels, O = g.outChannels
-        var u = [Float](repeating: 0, count: 36 * C * O)
-        u.withUnsafeMutableBufferPointer { u in
-            nonisolated(unsafe) let u = u
-            Parallel.forEach(O, minChunk: 8) { o in
-                var t = [Double](repeating: 0, count: 18)
-                for c in 0..<C {
-                    let w = (o * C + c) * 9
-                    // t = G g (6×3), then U = t Gᵀ (6×6).
-                    for i in 0..<6 {
-                        for j in 0..<3 {
-                            t[i * 3 + j] = G[i][0] * Double(plain[w + j]) + G[i][1] * Double(plain[w + 3 + j]) + G[i][2] * Double(plain[w + 6 + j])
-                        }
-                    }
-                    for i in 0..<6 {
-                        for j in 0..<6 {
-                            let v = t[i * 3] * G[j][0] + t[i * 3 + 1] * G[j][1] + t[i * 3 + 2] * G[j][2]
-                            u[((i * 6 + j) * C + c) * O + o] = Float(v)
-                        }
-                    }
+    /// U = G g Gᵀ for every (c, o) into `u`, 36 × C × O plain f32, from weights `w` in
+    /// C × 3 × 3 × O order; eight output channels at a time, in f32 (G's entries are
+    /// 1, ¼, ⅙, 1⁄12, 1⁄24: rounding them costs ≤ 1 ulp of each U, far below the
+    /// transforms' own error).
+    static func transformWeights(_ w: UnsafePointer<Float>, channels C: Int, outputs O: Int,
+                                 into u: UnsafeMutablePointer<Float>) {
+        nonisolated(unsafe) let (w, u) = (w, u)
+        Parallel.forEach(C, minChunk: 4) { c in
+            for o in stride(from: 0, to: O, by: 8) {
+                @inline(__always) func tap(_ i: Int, _ j: Int) -> SIMD8<Float> {
+                    UnsafeRawPointer(w + (c * 9 + i * 3 + j) * O + o).loadUnaligned(as: SIMD8<Float>.self)
+                }
+                // Columns: t = G g (6×3), then rows: U = t Gᵀ (6×6).
+                let t0 = gt(tap(0, 0), tap(1, 0), tap(2, 0))
+                let t1 = gt(tap(0, 1), tap(1, 1), tap(2, 1))
+                let t2 = gt(tap(0, 2), tap(1, 2), tap(2, 2))
+                let t = [t0, t1, t2]
+                for i in 0..<6 {
+                    let r = gt(six(t[0], i), six(t[1], i), six(t[2], i))
+                    let base = u + ((i * 6) * C + c) * O + o
+                    store(r.0, base)
+                    store(r.1, base + C * O)
+                    store(r.2, base + 2 * C * O)
+                    store(r.3, base + 3 * C * O)
+                    store(r.4, base + 4 * C * O)
+                    store(r.5, base + 5 * C * O)
                 }
             }
         }
-        return u
     }
 
-    /// The transformed weights in `md` (the matmul's layout), made once from `weights`
-    /// (a plain O×C×3×3 f32 copy the caller derives).
-    private func weights(in md: dnnl_memory_desc_t, from weights: () throws -> Tensor) throws -> Tensor {
-        try lock.withLock {
-            if let t = transformed, MD.equal(t.desc, md) { return t }
-            let plain = try weights()
-            let values = plain.withFloats { Self.transformWeights(UnsafeBufferPointer($0), geometry) }
-            let u = Tensor(shape: [36, geometry.inChannels, geometry.outChannels], values: values)
-            let t = try u.reordered(to: md)
-            transformed = t
-            return t
+    @inline(__always) private static func six(_ t: Six, _ i: Int) -> SIMD8<Float> {
+        switch i {
+        case 0: t.0
+        case 1: t.1
+        case 2: t.2
+        case 3: t.3
+        case 4: t.4
+        default: t.5
         }
+    }
+
+    /// G·(a, b, c) for F(4×4, 3×3): three taps to six transformed values.
+    @inline(__always) static func gt(_ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) -> Six {
+        let ac = a + c
+        return (0.25 * a, (-1.0 / 6) * (ac + b), (-1.0 / 6) * (ac - b),
+                (1.0 / 24) * a + (1.0 / 12) * b + (1.0 / 6) * c, (1.0 / 24) * a - (1.0 / 12) * b + (1.0 / 6) * c, c)
     }
 
     private func matmul(tiles: Int) throws -> Primitive {
         let C = geometry.inChannels, O = geometry.outChannels
         return try matmuls.get([tiles]) {
             var src = try MD.make([36, tiles, C], dnnl_abc)
-            var wei = try MD.any([36, C, O])
+            var wei = try MD.make([36, C, O], dnnl_abc)
             var dst = try MD.make([36, tiles, O], dnnl_abc)
             var d = dnnl_matmul_desc_t()
             let what = "winograd matmul 36×\(tiles)×\(C)·\(C)×\(O)"
@@ -117,14 +125,13 @@ final class WinogradMatmul: @unchecked Sendable {
         return (total, perBlock, total - (blocks - 1) * perBlock)
     }
 
-    /// Creates the matmuls and transformed weights an input of `shape` needs, so that a
-    /// timed call measures the computation only.
-    func prepare(for shape: [Int], plainWeights: () throws -> Tensor) throws {
+    /// Creates the matmuls an input of `shape` needs, so that a timed call measures the
+    /// computation only (the weight transform, which every call does, included).
+    func prepare(for shape: [Int]) throws {
         let (total, perBlock, last) = blocking(shape)
         guard total > 0 else { return }
-        let prim = try matmul(tiles: perBlock)
+        _ = try matmul(tiles: perBlock)
         _ = try matmul(tiles: last)
-        _ = try weights(in: prim.md(dnnl_query_weights_md), from: plainWeights)
     }
 
     /// oneDNN's matmul kernel for an input of `shape`.
@@ -137,8 +144,8 @@ final class WinogradMatmul: @unchecked Sendable {
 
     /// y = conv(x) + bias [+ residual] [then ReLU], in x's layout (one of
     /// `ChannelBlockedLayout`'s; others are reordered to channels-last first).
-    /// - Parameter plainWeights: the layer's O×C×3×3 weights as plain f32, asked for once.
-    func callAsFunction(_ x: Tensor, adding residual: Tensor?, plainWeights: () throws -> Tensor) throws -> Tensor {
+    /// - Parameter weights: the layer's 3×3 weights as f32 in `weightTag`'s order.
+    func callAsFunction(_ x: Tensor, adding residual: Tensor?, weights: Tensor) throws -> Tensor {
         let g = geometry
         let n = x.shape[0], C = g.inChannels, O = g.outChannels, h = x.shape[2], w = x.shape[3]
         let oh = h + 2 * g.padding - 2, ow = w + 2 * g.padding - 2
@@ -157,7 +164,12 @@ final class WinogradMatmul: @unchecked Sendable {
         let tilesY = (oh + 3) / 4, tilesX = (ow + 3) / 4
         let (total, perBlock, _) = blocking(x.shape)
         if total == 0 { return dst }
-        var u: Tensor?
+        let weightDesc = try MD.make([O, C, 3, 3], Self.weightTag, .f32)
+        precondition(MD.equal(weights.desc, weightDesc),
+                     "WinogradMatmul: weights must be O×C×3×3 f32 in ihwo order")
+        let u = Tensor.uninitialized([36, C, O])
+        Self.transformWeights(weights.data.assumingMemoryBound(to: Float.self), channels: C, outputs: O,
+                              into: u.data.assumingMemoryBound(to: Float.self))
         let vBuf = Tensor.uninitialized([36, perBlock, C])
         let mBuf = Tensor.uninitialized([36, perBlock, O])
         let s = src.data.assumingMemoryBound(to: Float.self)
@@ -171,7 +183,6 @@ final class WinogradMatmul: @unchecked Sendable {
             for first in stride(from: 0, to: total, by: perBlock) {
                 let count = min(perBlock, total - first)
                 let prim = try matmul(tiles: count)
-                if u == nil { u = try weights(in: prim.md(dnnl_query_weights_md), from: plainWeights) }
                 Parallel.forEach(count, minChunk: 4) { t in
                     let tile = first + t
                     let img = tile / (tilesY * tilesX), ty = tile / tilesX % tilesY, tx = tile % tilesX
@@ -181,7 +192,7 @@ final class WinogradMatmul: @unchecked Sendable {
                 // The 36 products, views of the block buffers at this block's tile count.
                 let vView = Tensor(viewOf: vBuf, shape: [36, count, C])
                 let mView = Tensor(viewOf: mBuf, shape: [36, count, O])
-                try prim.execute([(DNNL_ARG_SRC, vView), (DNNL_ARG_WEIGHTS, u!), (DNNL_ARG_DST, mView)])
+                try prim.execute([(DNNL_ARG_SRC, vView), (DNNL_ARG_WEIGHTS, u), (DNNL_ARG_DST, mView)])
                 Parallel.forEach(count, minChunk: 4) { t in
                     let tile = first + t
                     let img = tile / (tilesY * tilesX), ty = tile / tilesX % tilesY, tx = tile % tilesX
@@ -191,7 +202,7 @@ final class WinogradMatmul: @unchecked Sendable {
                 }
             }
         }
-        return withExtendedLifetime((src, vBuf, mBuf)) { dst }
+        return withExtendedLifetime((src, u, weights, vBuf, mBuf)) { dst }
     }
 
     /// V = Bᵀ d B for one tile, 8 channels at a time, written to plane k at v[k·planeStride + c].
