@@ -43,12 +43,7 @@ struct Watch: ParsableCommand {
 
     func run() throws {
         let c = try loadConfig(config)
-        // OpenMP reads OMP_NUM_THREADS once, when libgomp loads: set it and start again.
-        if c.workers > 0, ProcessInfo.processInfo.environment["OMP_NUM_THREADS"] != "\(c.workers)" {
-            setenv("OMP_NUM_THREADS", "\(c.workers)", 1)
-            execv("/proc/self/exe", CommandLine.unsafeArgv)
-            FileHandle.standardError.write(Data("segd: cannot restart with OMP_NUM_THREADS=\(c.workers): \(String(cString: strerror(errno))); using the default thread count\n".utf8))
-        }
+        OpenMPEnvironment.ensure(threads: c.workers)
         DaemonLogHandler.bootstrap(level: c.logLevel.loggerLevel)
         // Before the daemon exists: its metrics bind to the backend when they are made.
         SegdMetricsBackend.bootstrap()

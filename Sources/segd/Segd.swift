@@ -141,6 +141,7 @@ struct Batch: ParsableCommand {
     }
 
     func run() throws {
+        OpenMPEnvironment.ensure()
         try Segd.guarded {
             // Settings: defaults, then pipeline.yml, then the flags given.
             let file = try config.map { try PipelineConfig.load(path: $0) }
@@ -167,7 +168,7 @@ struct Batch: ParsableCommand {
             let files = try Inputs.collect(inputs)
             guard !files.isEmpty else { throw PipelineError.noInputs(reason: "\(inputs.joined(separator: " ")) holds no image files (.jpg, .jpeg, .jpe, .png, .webp, .tif, .tiff, .heic, .heif, .avif)") }
             let segmenter = try Segmenter(weights: weights, settings: s)
-            FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), precision \(segmenter.model.precision)\n".utf8))
+            FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), \(OpenMPEnvironment.summary), precision \(segmenter.model.precision)\n".utf8))
             let progress = Progress(total: files.count)
             let summary = try BatchRun(inputs: files, options: options, skipExisting: skipExisting)
                 .run(segmenter: segmenter) { done, total, job in progress.update(done: done, job: job) }
@@ -196,10 +197,11 @@ struct Bench: ParsableCommand {
     var images: [String]
 
     func run() throws {
+        OpenMPEnvironment.ensure()
         try Segd.guarded {
             Device.cpu.winograd = winograd
             let segmenter = try Segmenter(weights: model.weightsPath, settings: model.settings)
-            FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), precision \(segmenter.model.precision)\n".utf8))
+            FileHandle.standardError.write(Data("segd: \(segmenter.modelInfo.name) on \(Device.cpu), \(OpenMPEnvironment.summary), precision \(segmenter.model.precision)\n".utf8))
             let report = try Pipeline.Bench.run(model: segmenter.model, imagePaths: images, repeat: `repeat`, batch: batch) { line in
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }

@@ -63,6 +63,26 @@ final class BatchTests: XCTestCase {
         XCTAssertEqual(Set(coco.compactMap { $0["image_id"] as? Int }), Set(ids.compactMap { $0["id"] as? Int }))
     }
 
+    /// libgomp reads its settings when it loads: segd restarts itself with a passive wait
+    /// policy (docs/design.md, Threads) unless the user chose one, and says which ran.
+    func testOpenMPWaitsPassivelyUnlessTheUserChoseAPolicy() throws {
+        let dir = try scratchDirectory(self)
+        let input = dir.appendingPathComponent("in")
+        try write(try fixtureImages()[0].encodePNG(), to: input.appendingPathComponent("a.png"))
+        let env = ProcessInfo.processInfo.environment
+        guard env["OMP_WAIT_POLICY"] == nil, env["GOMP_SPINCOUNT"] == nil else {
+            throw XCTSkip("the test runner's environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT")
+        }
+        let chosen = try Segd.run(["batch", input.path, "--out", dir.appendingPathComponent("o1").path, "--weights", Repo.tinyWeights])
+        XCTAssertEqual(chosen.status, 0, chosen.stderr)
+        XCTAssertTrue(chosen.stderr.contains("OMP_WAIT_POLICY=passive"), chosen.stderr)
+        let user = try Segd.run(["batch", input.path, "--out", dir.appendingPathComponent("o2").path, "--weights", Repo.tinyWeights],
+                                environment: ["OMP_WAIT_POLICY": "active"])
+        XCTAssertEqual(user.status, 0, user.stderr)
+        XCTAssertTrue(user.stderr.contains("OMP_WAIT_POLICY=active"), user.stderr)
+        XCTAssertFalse(user.stderr.contains("passive"), user.stderr)
+    }
+
     func testEachBadInputFailsWithItsOwnReasonAndTheRunGoesOn() throws {
         let dir = try scratchDirectory(self)
         let input = dir.appendingPathComponent("in"), out = dir.appendingPathComponent("out")
