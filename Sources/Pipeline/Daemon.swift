@@ -14,6 +14,7 @@ import Dispatch
 import Foundation
 import Logging
 import Results
+import Tensor
 
 public final class Daemon: @unchecked Sendable {
     public let configPath: String
@@ -654,12 +655,15 @@ final class Runtime: @unchecked Sendable {
         guard let item = flight.withLock({ submitted[job.id] }) else { return }
         let id = item.id
         defer {
-            flight.withLock {
+            let idle = flight.withLock {
                 submitted[job.id] = nil
                 started.remove(job.id)
                 lastProgress = Daemon.uptime
                 flight.broadcast()
+                return submitted.isEmpty
             }
+            // Nothing in flight: the feature maps kept for the next image go back.
+            if idle { Device.cpu.releaseCachedMemory() }
         }
         var recorded = true
         switch job.failure {

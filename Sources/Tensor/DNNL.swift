@@ -84,6 +84,10 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
         dnnl_engine_destroy(handle)
     }
 
+    /// Gives back the memory kept for reuse (freed feature maps): an idle daemon's RSS falls
+    /// to what its model holds.
+    public func releaseCachedMemory() { HostMemory.releaseCached() }
+
     public var description: String { "cpu (oneDNN \(Self.oneDNNVersion), \(isa))" }
 
     public static var oneDNNVersion: String {
@@ -181,7 +185,7 @@ final class Primitive: @unchecked Sendable {
         // threads change between calls, and a primitive executed on another thread found a
         // null scratchpad (memset(NULL) in convolutions, segd batch, OMP_NUM_THREADS=1).
         var scratchpad: UnsafeMutableRawPointer?
-        defer { HostMemory.free(scratchpad) }
+        defer { HostMemory.free(scratchpad, byteCount: scratchpadBytes) }
         if scratchpadBytes > 0 {
             scratchpad = HostMemory.allocate(scratchpadBytes)
             guard scratchpad != nil else {

@@ -66,7 +66,7 @@ public final class Tensor: @unchecked Sendable {
         byteCount = base.byteCount
     }
 
-    deinit { if base == nil { HostMemory.free(data) } }
+    deinit { if base == nil { HostMemory.free(data, byteCount: byteCount) } }
 
     public var count: Int { shape.reduce(1, *) }
 
